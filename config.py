@@ -156,7 +156,9 @@ gpus = -1  # how many GPUs to use: -1 all that qualify, 0 none (CPU)
 min_free_gpu_memory_mb = 2000  # a GPU with less free memory is left alone
 logical_devices_per_gpu = 1  # split each GPU into this many logical devices
 gpu_memory_growth = True  # allocate GPU memory as needed instead of all at once
-cpu_replicas = 1  # without GPUs: split the CPU into this many replicas (tests the multi-replica path)
+cpu_replicas = (
+    1  # without GPUs: split the CPU into this many replicas (tests the multi-replica path)
+)
 
 # ---------------------------------------------------------------------------------------------
 # Freezing and outputs
