@@ -73,7 +73,7 @@ def freeze_model(
     try:
         reloaded = load_graph_def(tmp)
         frozen_scores = run_graph_def(reloaded, check_inputs)
-        keras_scores = plain.predict(check_inputs, batch_size=4096, verbose=0)
+        keras_scores = model.predict(check_inputs, batch_size=4096, verbose=0)
         difference = float(np.max(np.abs(frozen_scores - keras_scores), initial=0.0))
         if not difference <= tolerance:  # also catches NaN
             raise RuntimeError(

@@ -12,8 +12,8 @@ import pandas as pd
 import tensorflow as tf
 from sklearn.metrics import roc_auc_score
 
-from network.custom.input_sanitizer import fit_sanitizer_bounds
-from network.model import build_model_from_config, transforms_for
+from network.custom.input_sanitizer import fit_sanitizer_bounds, transforms_for_features
+from network.model import build_model_from_config
 
 LABEL = "trk_isTrue"
 
@@ -116,7 +116,7 @@ def train_model(
 
     lower, upper = fit_sanitizer_bounds(
         train_inputs["x"],
-        transforms_for(cfg["features"], cfg["feature_transforms"]),
+        transforms_for_features(cfg["features"], cfg["feature_transforms"]),
         quantile=cfg["sanitizer_quantile"],
         max_tracks=cfg["sanitizer_fit_tracks"],
         seed=cfg["seed"],
