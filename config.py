@@ -161,6 +161,28 @@ cpu_replicas = (
 )
 
 # ---------------------------------------------------------------------------------------------
+# Evaluation: does the new model beat the one in production?
+# ---------------------------------------------------------------------------------------------
+# Other frozen graphs (CMSSW's TrackTfClassifier contract) to compare with, name -> path;
+# a path that does not exist is reported and skipped.
+compare_graphs = {
+    "CKF_Run3_12_5_0_pre5": "../shared/cmssw-models/CKF_Run3_12_5_0_pre5.pb",
+}
+# Working points: thresholds [loose, tight, highPurity] on mva = 2p - 1 per iteration that keep
+# the true-track efficiency of trk_mva cut at these reference cuts (step name -> [c0, c1, c2]),
+# in the form of CMSSW's dnnQualityCuts.py; iterations not listed use default_reference_cuts.
+reference_cuts = {
+    "initialStep": [-0.35, 0.1, 0.28],
+    "tobTecStep": [-0.76, -0.65, -0.55],
+}
+default_reference_cuts = [-0.5, 0.0, 0.5]
+# Or, instead of matching trk_mva: target true-track efficiencies [loose, tight, highPurity].
+target_efficiencies = []  # e.g. [0.99, 0.97, 0.93]; empty: match trk_mva at reference_cuts
+train_bdt = True  # a gradient-boosted-tree baseline on the same training tracks and features
+monitor_every = 10  # epochs between ROC/score plots of monitor_samples during training; 0: off
+monitor_samples = ["qcd_test", "zee_test"]
+
+# ---------------------------------------------------------------------------------------------
 # Freezing and outputs
 # ---------------------------------------------------------------------------------------------
 freeze_check_tracks = 10_000  # held-out tracks the frozen graph is checked on
