@@ -1,0 +1,158 @@
+"""The track-classification DNN: the graph CMSSW's TrackTfClassifier loads once frozen.
+
+Inputs "x" (raw features, float32 [N, n_features]) and "y" (originalAlgo as float32 [N, 1]);
+all preprocessing is inside: sanitizer(x) ‖ one_hot(y) -> dense blocks -> sigmoid "output".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+
+from network.custom.input_sanitizer import InputSanitizerLayer, transforms_for_features
+from network.custom.one_hot import ALGO_DEPTH, OneHotLayer
+
+DEFAULT_HIDDEN_LAYERS = (128, 128, 64, 64, 32)
+
+
+def _check_settings(
+    features: Sequence[str],
+    algo_depth: int,
+    hidden_layers: Sequence[int],
+    activation: str,
+    batch_norm: bool,
+    dropout: float,
+    l2: float,
+    initializer: str,
+) -> None:
+    if isinstance(features, str) or not features:
+        raise ValueError(f"`features` must be a non-empty list of names, got {features!r}")
+    duplicates = sorted({f for f in features if list(features).count(f) > 1})
+    if duplicates:
+        raise ValueError(f"`features` lists some names more than once: {duplicates}")
+    if isinstance(algo_depth, bool) or not isinstance(algo_depth, int) or algo_depth < 1:
+        raise ValueError(f"`algo_depth` must be a positive integer, got {algo_depth!r}")
+    if isinstance(hidden_layers, str | int) or not hidden_layers:
+        raise ValueError(
+            f"`hidden_layers` must be a non-empty list of layer widths, got {hidden_layers!r}"
+        )
+    for width in hidden_layers:
+        if isinstance(width, bool) or not isinstance(width, int | np.integer) or width < 1:
+            raise ValueError(
+                f"`hidden_layers` widths must be positive integers, got {list(hidden_layers)}"
+            )
+    if not isinstance(activation, str):
+        raise ValueError(f"`activation` must be the name of a Keras activation, got {activation!r}")
+    try:
+        keras.activations.get(activation)
+    except ValueError as error:
+        raise ValueError(f"`activation`: unknown activation {activation!r}") from error
+    if not isinstance(batch_norm, bool):
+        raise ValueError(f"`batch_norm` must be True or False, got {batch_norm!r}")
+    if not (isinstance(dropout, int | float) and 0.0 <= dropout < 1.0):
+        raise ValueError(f"`dropout` must be a rate in [0, 1), got {dropout!r}")
+    if not (isinstance(l2, int | float) and math.isfinite(l2) and l2 >= 0.0):
+        raise ValueError(f"`l2` must be a finite number >= 0, got {l2!r}")
+    if not isinstance(initializer, str):
+        raise ValueError(
+            f"`initializer` must be the name of a Keras initializer, got {initializer!r}"
+        )
+    try:
+        keras.initializers.get(initializer)
+    except ValueError as error:
+        raise ValueError(f"`initializer`: unknown initializer {initializer!r}") from error
+
+
+def _seeded_initializer(name: str, seed: int) -> keras.initializers.Initializer:
+    # A fresh instance per layer with its own seed: reproducible, and not the same draw twice.
+    initializer = keras.initializers.get(name)
+    config = initializer.get_config()
+    if "seed" in config:
+        config["seed"] = seed
+        initializer = initializer.__class__.from_config(config)
+    return initializer
+
+
+def build_model(
+    features: Sequence[str],
+    feature_transforms: Mapping[str, str],
+    lower: np.ndarray,
+    upper: np.ndarray,
+    algo_depth: int = ALGO_DEPTH,
+    hidden_layers: Sequence[int] = DEFAULT_HIDDEN_LAYERS,
+    activation: str = "elu",
+    batch_norm: bool = True,
+    dropout: float = 0.1,
+    l2: float = 1e-5,
+    initializer: str = "he_normal",
+    seed: int = 42,
+) -> keras.Model:
+    """Functional model with inputs "x" [N, len(features)] and "y" [N, 1] (both float32) and
+    one sigmoid output "output" [N, 1].
+
+    `feature_transforms` maps feature name -> transform (others get "none"); `lower`/`upper`
+    are the sanitizer bounds per feature, in the order of `features` (fit_sanitizer_bounds).
+    Each hidden block is Dense (no bias when followed by BatchNorm) -> BatchNorm -> activation
+    -> Dropout, with L2 on the kernels.
+    """
+    _check_settings(
+        features, algo_depth, hidden_layers, activation, batch_norm, dropout, l2, initializer
+    )
+    transforms = transforms_for_features(features, feature_transforms)
+    regularizer = keras.regularizers.L2(l2) if l2 > 0 else None
+
+    x = keras.Input(shape=(len(features),), dtype="float32", name="x")
+    y = keras.Input(shape=(1,), dtype="float32", name="y")
+    sanitized = InputSanitizerLayer(transforms, lower, upper, name="input_sanitizer")(x)
+    algo = OneHotLayer(algo_depth, name="algo_one_hot")(y)
+    h = keras.layers.Concatenate(name="concatenate")([sanitized, algo])
+
+    for i, width in enumerate(hidden_layers):
+        h = keras.layers.Dense(
+            int(width),
+            use_bias=not batch_norm,  # BatchNorm's beta already is the bias
+            kernel_initializer=_seeded_initializer(initializer, seed + i),
+            kernel_regularizer=regularizer,
+            name=f"dense_{i}",
+        )(h)
+        if batch_norm:
+            h = keras.layers.BatchNormalization(name=f"batch_norm_{i}")(h)
+        h = keras.layers.Activation(activation, name=f"activation_{i}")(h)
+        if dropout > 0:
+            h = keras.layers.Dropout(dropout, seed=seed + i, name=f"dropout_{i}")(h)
+
+    output = keras.layers.Dense(
+        1,
+        activation="sigmoid",
+        kernel_initializer=_seeded_initializer("glorot_uniform", seed + len(hidden_layers)),
+        kernel_regularizer=regularizer,
+        name="output",
+    )(h)
+    return keras.Model(inputs=[x, y], outputs=output, name="track_dnn")
+
+
+def build_model_from_config(
+    cfg: Mapping[str, Any], lower: np.ndarray, upper: np.ndarray
+) -> keras.Model:
+    """build_model with the settings of a config.py-like dict (`features` is required; the
+    model settings missing from `cfg` take build_model's defaults)."""
+    if "features" not in cfg:
+        raise KeyError("the settings have no `features`")
+    keys = (
+        "algo_depth",
+        "hidden_layers",
+        "activation",
+        "batch_norm",
+        "dropout",
+        "l2",
+        "initializer",
+        "seed",
+    )
+    settings = {key: cfg[key] for key in keys if key in cfg}
+    return build_model(
+        list(cfg["features"]), dict(cfg.get("feature_transforms", {})), lower, upper, **settings
+    )
