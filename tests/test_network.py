@@ -396,7 +396,7 @@ def test_layer_config_round_trip():
 BASIC_OPS = {
     "Placeholder", "Const", "Identity", "NoOp", "MatMul", "BiasAdd", "AddV2", "Add", "Sub", "Mul",
     "RealDiv", "Abs", "Log1p", "Sign", "Maximum", "Minimum", "IsNan", "Select", "SelectV2",
-    "Greater", "LogicalNot", "LogicalOr", "Cast", "Round", "OneHot", "Reshape", "ConcatV2",
+    "Greater", "Cast", "Round", "OneHot", "Reshape", "ConcatV2",
     "Rsqrt", "Elu", "Relu", "Sigmoid", "Tanh",
 }  # fmt: skip
 

@@ -96,6 +96,7 @@ def fit_sanitizer_bounds(
     Memory: the rows are subsampled first, then each column is transformed on its own in
     float64, so no float64 copy of the full [N, n_features] array is ever made.
     """
+    x = np.asarray(x)  # no copy for an array; a DataFrame must not be indexed by column below
     if x.ndim != 2:
         raise ValueError(f"x must be 2-D [tracks, features], got shape {x.shape}")
     if x.shape[1] != len(transforms):
@@ -226,7 +227,8 @@ class InputSanitizerLayer(keras.layers.Layer):
         safe_width = tf.where(scale_ok, width, tf.ones_like(width))
         # t - lower is in [0, width], so the ratio is in [0, 1] and the result in [-1, 1].
         scaled = 2.0 * ((t - lower) / safe_width) - 1.0
-        return tf.where(tf.logical_or(is_nan, tf.logical_not(scale_ok)), 0.0, scaled)
+        scaled = tf.where(is_nan, 0.0, scaled)
+        return tf.where(scale_ok, scaled, 0.0)
 
     def compute_output_shape(self, input_shape):
         return input_shape
