@@ -502,7 +502,8 @@ def _check_branches(tree, path, features, algo_branch, label, label_branch, extr
     missing = [f"'{name}' ({role})" for name, role in roles if name not in tree]
     if missing:
         raise NtupleError(
-            f"{path}: missing branch {', '.join(missing)} in tree '{tree.object_path}'. Fix: "
+            f"{path}: missing branch{'es' if len(missing) > 1 else ''} {', '.join(missing)} "
+            f"in tree '{tree.object_path}'. Fix: "
             "change that setting in config.py (for the label: 'auto' picks trk_isTrue or "
             "trk_simTrkIdx, whichever the file has), or produce the ntuple with the branch."
         )
