@@ -48,7 +48,7 @@ from tqdm import tqdm
 
 LABEL_COLUMN = "trk_isTrue"
 LABEL_CHOICES = ("auto", "trk_isTrue", "trk_simTrkIdx")
-STEP_SIZE = "100 MB"  # uncompressed branch data a worker reads at once
+STEP_BYTES = 100_000_000  # uncompressed branch data a worker reads at once
 
 # A path, glob, folder or URL, or a list of them.
 Paths = str | os.PathLike | Sequence[str | os.PathLike]
@@ -72,11 +72,19 @@ class NtupleError(Exception):
 
 @dataclass
 class FileTracks:
-    """What a worker returns for one file (or entry range): one value per track per column."""
+    """What a worker returns for one file (or an entry range of it).
 
-    columns: dict[str, np.ndarray]  # final dtypes
-    entry: np.ndarray  # uint32: the entry (event) number in the file of each track
+    Each chunk maps every column to one value per track, in its final dtype, plus "entry": the
+    uint32 entry (event) number in the file of each track. The chunks are not concatenated here,
+    only once into the final columns, to keep one copy of the data at a time.
+    """
+
+    chunks: list[dict[str, np.ndarray]]
     num_entries: int  # entries of the whole file, to number events uniquely across files
+
+    @property
+    def num_tracks(self) -> int:
+        return sum(len(chunk["entry"]) for chunk in self.chunks)
 
 
 class DatasetLoader:
@@ -171,7 +179,7 @@ class DatasetLoader:
                     warnings.warn(f"skipping bad file: {err}", stacklevel=4)
                     self.skipped_files[files[index]] = str(err)
                 else:
-                    tracks += len(results[index].entry)
+                    tracks += results[index].num_tracks
                 rate = tracks / max(time.perf_counter() - start, 1e-9)
                 bar.set_postfix_str(f"{tracks:,} tracks, {rate:,.0f} tracks/s")
                 bar.update()
@@ -210,18 +218,34 @@ class DatasetLoader:
                 f"{offsets[-1]:,} events in one call do not fit the uint32 event_index. "
                 "Fix: load fewer files at once."
             )
-        columns = {}
-        for name in [*self.features, self.algo_branch, LABEL_COLUMN, *self.extra_branches]:
-            columns[name] = np.concatenate([result.columns.pop(name) for result, _ in kept])
-        columns["event_index"] = np.concatenate(
-            [
-                result.entry + np.uint32(offset)
-                for (result, _), offset in zip(kept, offsets[:-1], strict=True)
-            ]
+        pieces = [
+            (chunk, np.uint32(offset), code)
+            for (result, code), offset in zip(kept, offsets[:-1], strict=True)
+            for chunk in result.chunks
+        ]
+        # The leading empty array fixes the dtype, also when no file has any track.
+        codes = np.concatenate(
+            [np.empty(0, np.int16)]
+            + [np.full(len(c["entry"]), code, np.int16) for c, _, code in pieces]
         )
-        codes = np.concatenate([np.full(len(result.entry), code) for result, code in kept])
+        columns = {}
+        for name, dtype in self._column_dtypes().items():
+            columns[name] = np.concatenate(
+                [np.empty(0, dtype)] + [c.pop(name) for c, _, _ in pieces]
+            )
+        columns["event_index"] = np.concatenate(
+            [np.empty(0, np.uint32)] + [c.pop("entry") + offset for c, offset, _ in pieces]
+        )
         columns["sample"] = pd.Categorical.from_codes(codes, categories=sample_names)
         return pd.DataFrame(columns, copy=False)
+
+    def _column_dtypes(self) -> dict[str, type]:
+        return {
+            **{name: np.float32 for name in self.features},
+            self.algo_branch: np.uint8,
+            LABEL_COLUMN: np.int8,
+            **{name: np.float32 for name in self.extra_branches},
+        }
 
 
 def _worker_context():
@@ -333,23 +357,16 @@ def _read_entries(
         if label_branch == "trk_isTrue":
             branches.append(label_branch)
         entry_stop = num_entries if entry_stop is None else min(entry_stop, num_entries)
-        step = max(1, tree.num_entries_for(STEP_SIZE, [*branches, label_branch]))
+        # From the branches' uncompressed totals: uproot's num_entries_for reads every basket's key.
+        branch_bytes = sum(tree[name].member("fTotBytes") for name in [*branches, label_branch])
+        step = max(1, int(STEP_BYTES * num_entries / max(branch_bytes, 1)))
 
         chunks = []
         for start in range(entry_start, entry_stop, step):
             stop = min(start + step, entry_stop)
             chunks.append(_read_chunk(tree, path, start, stop, branches, label_branch, algo_branch))
 
-    names = [*features, algo_branch, LABEL_COLUMN, *extra_branches]
-    columns = {name: _concatenate([chunk[name] for chunk in chunks]) for name in names}
-    entry = _concatenate([chunk["entry"] for chunk in chunks], np.uint32)
-    return FileTracks(columns=columns, entry=entry, num_entries=num_entries)
-
-
-def _concatenate(arrays: list[np.ndarray], dtype=None) -> np.ndarray:
-    if not arrays:  # an empty entry range
-        return np.empty(0, dtype)
-    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+    return FileTracks(chunks=chunks, num_entries=num_entries)
 
 
 def _read_chunk(tree, path, start, stop, branches, label_branch, algo_branch) -> dict:
