@@ -24,6 +24,7 @@ from dataset_loader import DatasetLoader
 from helper_functions import (
     StageTimer,
     balance_iterations,
+    format_track_table,
     load_config,
     split_by_events,
     track_table,
@@ -47,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
             generate_missing_synthetic_samples(cfg)
             tracks = load_tracks(cfg)
         table = track_table(tracks)
-        print(table.to_string())
+        print("Tracks per iteration and sample (true fraction):")
+        print(format_track_table(table))
         summary["tracks"] = table
         if args.stage == "load":
             return finish(summary, timer)

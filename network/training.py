@@ -136,7 +136,11 @@ def train_model(
             loss="binary_crossentropy",
             metrics=[keras.metrics.AUC(name="auc"), "accuracy"],
         )
-    model.summary(print_fn=lambda line, **_: print(line), line_length=100)
+    layers = "-".join(str(width) for width in cfg["hidden_layers"])
+    print(
+        f"Model: {model.count_params():,} parameters; hidden layers {layers}, {cfg['activation']}"
+        f"{', batch norm' if cfg['batch_norm'] else ''}, dropout {cfg['dropout']}, L2 {cfg['l2']}"
+    )
 
     run_dir = Path(run_dir)
     callbacks: list[keras.callbacks.Callback] = [
@@ -159,6 +163,7 @@ def train_model(
         validation_data=make_dataset(val_inputs, val_labels, global_batch),
         epochs=cfg["epochs"],
         callbacks=callbacks,
+        shuffle=False,  # the dataset reshuffles itself every epoch
         verbose=2,  # one line per epoch: readable in a terminal and in a batch job's log
     )
     # Early stopping may not have fired: make sure the returned weights are the best epoch's.
