@@ -256,7 +256,7 @@ PROCESSES = {
     ),
 }
 EMPTY_EVENT_FRACTION = 0.02  # events with no reconstructed track at all
-FAILED_VERTEX_FRACTION = 0.004  # events whose vertex reconstruction found no good vertex
+FAILED_VERTEX_FRACTION = 0.002  # events whose vertex reconstruction found no good vertex
 OUTLIER_FRACTION = 5e-4  # tracks with the pathological values of real data
 NAN_FRACTION = 2e-4  # tracks with a NaN in one float feature
 NAN_BRANCHES = (
@@ -522,6 +522,8 @@ def generate_events(
     n_pixel = np.where(many_hits, rng.integers(6, 16, n), np.where(few_hits, 1, n_pixel))
     n_strip = np.where(many_hits, rng.integers(30, 54, n), np.where(few_hits, 1, n_strip))
     ndof = np.where(many_hits | few_hits, np.minimum(2.0 * n_pixel + n_strip - 5, 68), ndof)
+    n_pixel_lay, n_strip_lay = np.minimum(n_pixel_lay, n_pixel), np.minimum(n_strip_lay, n_strip)
+    n_3d_lay = np.minimum(n_3d_lay, n_pixel_lay + n_strip_lay)
     lost_outlier = outlier & (kind == 4)
     n_inner_lost = np.where(lost_outlier, rng.integers(5, 15, n), n_inner_lost)
     n_outer_lost = np.where(lost_outlier, rng.integers(5, 15, n), n_outer_lost)
@@ -1040,16 +1042,21 @@ def _root_child_main() -> None:
             acks.write(json.dumps({"error": f"{type(err).__name__}: {err}"}) + "\n")
 
 
+def _root_child_command() -> list[str]:
+    """The command line of the ROOT writer child: this module's _root_child_main."""
+    code = (
+        f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); "
+        "import make_ntuples; make_ntuples._root_child_main()"
+    )
+    return [sys.executable, "-c", code]
+
+
 class _RootWriterProcess:
     """The ROOT writer child: one process for many files, PyROOT never in this process."""
 
     def __init__(self) -> None:
-        code = (
-            f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); "
-            "import make_ntuples; make_ntuples._root_child_main()"
-        )
         self.process = subprocess.Popen(
-            [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            _root_child_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )
 
     def submit(self, npz: Path, out: Path, label: str, compression: str) -> None:
@@ -1151,6 +1158,8 @@ def generate_sample(
     With the ROOT writer one child process writes file k while this one generates file k+1.
     """
     writer = _check_options(label, compression, writer)
+    if events < 1:
+        raise ValueError(f"--events must be >= 1, got {events}")
     if events_per_file < 1:
         raise ValueError(f"--events-per-file must be >= 1, got {events_per_file}")
     out_dir = Path(out_dir)
