@@ -32,22 +32,26 @@ def make_dataset(
     batch_size: int,
     shuffle: bool = False,
     seed: int = 0,
+    replicas: int = 1,
 ) -> tf.data.Dataset:
     """Batches gathered from the in-memory arrays, reshuffled every epoch.
 
     A generator of batch slices instead of from_tensor_slices: the arrays are not copied into
-    the graph (that would double the memory of O(100M) tracks).
+    the graph (that would double the memory of O(100M) tracks). Every batch splits evenly over
+    the replicas (Keras' multi-replica steps fail on uneven shards), so up to replicas - 1
+    tracks of an epoch are left out: other ones at every epoch when shuffled.
     """
-    n = len(labels)
+    n = len(labels) - len(labels) % replicas
     n_features = inputs["x"].shape[1]
     labels = labels.astype(np.float32).reshape(-1, 1)
     epoch = [0]
 
     def batches():
-        order = np.arange(n)
+        order = np.arange(len(labels))
         if shuffle:
             np.random.default_rng([seed, epoch[0]]).shuffle(order)
             epoch[0] += 1
+        order = order[:n]
         for start in range(0, n, batch_size):
             rows = np.sort(order[start : start + batch_size])  # sorted rows gather faster
             yield {"x": inputs["x"][rows], "y": inputs["y"][rows]}, labels[rows]
@@ -159,18 +163,20 @@ def train_model(
             keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=3, min_lr=1e-6, verbose=1)
         )
     model.fit(
-        make_dataset(train_inputs, train_labels, global_batch, shuffle=True, seed=cfg["seed"]),
-        validation_data=make_dataset(val_inputs, val_labels, global_batch),
+        make_dataset(
+            train_inputs, train_labels, global_batch, True, cfg["seed"], replicas=replicas
+        ),
+        validation_data=make_dataset(val_inputs, val_labels, global_batch, replicas=replicas),
         epochs=cfg["epochs"],
         callbacks=callbacks,
         shuffle=False,  # the dataset reshuffles itself every epoch
         verbose=2,  # one line per epoch: readable in a terminal and in a batch job's log
     )
     # Early stopping may not have fired: make sure the returned weights are the best epoch's.
-    best = run_dir / "model.keras"
-    if best.exists():
-        model.set_weights(keras.models.load_model(best).get_weights())
-    scores = model.predict(val_inputs, batch_size=global_batch, verbose=0).ravel()
+    # The reloaded copy lives outside the strategy, so predicting with it needs no even shards.
+    best = keras.models.load_model(run_dir / "model.keras")
+    model.set_weights(best.get_weights())
+    scores = best.predict(val_inputs, batch_size=global_batch, verbose=0).ravel()
     return model, float(roc_auc_score(val_labels, scores))
 
 
