@@ -21,7 +21,7 @@ The label: a file with `trk_isTrue` uses it; otherwise a track is true when its 
 objects, so we read its raw bytes as a flat int32 array per event instead and walk the
 [size, indices...] records to get each track's number of matches (see _matches_per_track).
 On a 2.8M-track file this takes 0.27 s (10 M tracks/s, most of it decompression) against 0.97 s
-for uproot's AwkwardForth path + ak.num(axis=2) and ~30 s for library="np".
+for uproot's AwkwardForth path + ak.num(axis=2) and ~25 s for library="np".
 
 Workers are not forked from the caller, which may run threads (TensorFlow) and deadlock a fork:
 they come from multiprocessing's "forkserver" (or "spawn"), so a script calling the loader needs
@@ -131,8 +131,10 @@ class DatasetLoader:
             raise ValueError("no samples given")
         files: list[str] = []
         file_sample: list[int] = []
-        for code, sample_paths in enumerate(samples.values()):
+        for code, (sample, sample_paths) in enumerate(samples.items()):
             sample_files = expand_paths(sample_paths)
+            if not sample_files:
+                raise ValueError(f"sample {sample!r}: no path given")
             files += sample_files
             file_sample += [code] * len(sample_files)
 
@@ -176,7 +178,7 @@ class DatasetLoader:
                 except NtupleError as err:
                     if not self.skip_bad_files:
                         raise
-                    warnings.warn(f"skipping bad file: {err}", stacklevel=4)
+                    warnings.warn(f"skipping bad file: {err}", stacklevel=2)
                     self.skipped_files[files[index]] = str(err)
                 else:
                     tracks += results[index].num_tracks
@@ -347,7 +349,8 @@ def _read_entries(
         if num_entries == 0:
             raise NtupleError(
                 f"{path}: tree '{tree_path}' has 0 entries (no events; a failed or empty job?). "
-                f"{_BAD_FILE_FIX}"
+                "Fix: remove the file from the sample, or set skip_bad_files = True in config.py "
+                "to go on without it."
             )
         label_branch = _label_branch(tree, path, label)
         _check_branches(tree, path, features, algo_branch, label, label_branch, extra_branches)
@@ -358,7 +361,8 @@ def _read_entries(
             branches.append(label_branch)
         entry_stop = num_entries if entry_stop is None else min(entry_stop, num_entries)
         # From the branches' uncompressed totals: uproot's num_entries_for reads every basket's key.
-        branch_bytes = sum(tree[name].member("fTotBytes") for name in [*branches, label_branch])
+        read = dict.fromkeys([*branches, label_branch])
+        branch_bytes = sum(tree[name].member("fTotBytes") for name in read)
         step = max(1, int(STEP_BYTES * num_entries / max(branch_bytes, 1)))
 
         chunks = []
@@ -375,18 +379,20 @@ def _read_chunk(tree, path, start, stop, branches, label_branch, algo_branch) ->
     counts = ak.to_numpy(ak.num(arrays[algo_branch]))  # tracks per event
     out = {}
     for name in branches:
-        out[name] = _per_track(arrays.pop(name), counts, path, name).astype(np.float32, copy=False)
-    # algo values are < 47 (reco::TrackBase::TrackAlgorithm); check before the cast to uint8.
-    algo = out[algo_branch]
-    if len(algo) and (algo.min() < 0 or algo.max() > 255):
-        raise NtupleError(
-            f"{path}: branch '{algo_branch}' has values outside 0-255, not track algorithms. "
-            "Fix: set `algo_branch` in config.py to trk_originalAlgo or trk_algo."
-        )
-    out[algo_branch] = algo.astype(np.uint8)
-    if label_branch == "trk_isTrue":
-        out[LABEL_COLUMN] = (out.pop(label_branch) != 0).astype(np.int8)
-    else:
+        values = _per_track(arrays.pop(name), counts, path, name)
+        if name == label_branch:  # trk_isTrue
+            out[LABEL_COLUMN] = (values != 0).astype(np.int8)
+        elif name == algo_branch:
+            # reco::TrackBase::TrackAlgorithm is < 47; check before the cast to uint8.
+            if len(values) and (values.min() < 0 or values.max() > 255):
+                raise NtupleError(
+                    f"{path}: branch '{name}' has values outside 0-255, not track algorithms. "
+                    "Fix: set `algo_branch` in config.py to trk_originalAlgo."
+                )
+            out[name] = values.astype(np.uint8)
+        else:
+            out[name] = values.astype(np.float32, copy=False)
+    if label_branch != "trk_isTrue":
         matches = _matches_per_track(tree[label_branch], start, stop, counts, path)
         out[LABEL_COLUMN] = (matches > 0).astype(np.int8)
     out["entry"] = np.repeat(np.arange(start, stop, dtype=np.uint32), counts)
@@ -512,15 +518,26 @@ def _label_branch(tree, path: str, label: str) -> str:
 
 def _check_branches(tree, path, features, algo_branch, label, label_branch, extra_branches):
     """One message naming every missing branch, its role and the setting to change."""
-    roles = [(name, "a feature, in `features`") for name in features]
-    roles.append((algo_branch, "the algo branch, `algo_branch`"))
-    roles.append((label_branch, f"the label, `label` = {label!r}"))
-    roles += [(name, "an extra branch, in `extra_branches`") for name in extra_branches]
-    missing = [f"'{name}' ({role})" for name, role in roles if name not in tree]
+    feature = ("a feature, in `features`", "remove it from `features` (the network's inputs)")
+    extra = ("an extra branch, in `extra_branches`", "remove it from `extra_branches`")
+    roles = [(name, *feature) for name in features]
+    roles.append(
+        (algo_branch, "the algo branch, `algo_branch`", "set `algo_branch` to trk_originalAlgo")
+    )
+    roles.append(
+        (
+            label_branch,
+            f"the label, `label` = {label!r}",
+            "set `label` = 'auto' to use trk_isTrue or trk_simTrkIdx, whichever the file has",
+        )
+    )
+    roles += [(name, *extra) for name in extra_branches]
+    missing = [(name, role, fix) for name, role, fix in roles if name not in tree]
     if missing:
+        names = ", ".join(f"'{name}' ({role})" for name, role, _ in missing)
+        fixes = "; ".join(dict.fromkeys(fix for _, _, fix in missing))
         raise NtupleError(
-            f"{path}: missing branch{'es' if len(missing) > 1 else ''} {', '.join(missing)} "
-            f"in tree '{tree.object_path}'. Fix: "
-            "change that setting in config.py (for the label: 'auto' picks trk_isTrue or "
-            "trk_simTrkIdx, whichever the file has), or produce the ntuple with the branch."
+            f"{path}: missing branch{'es' if len(missing) > 1 else ''} {names} in tree "
+            f"'{tree.object_path.lstrip('/').split(';')[0]}'. Fix: in config.py, {fixes}; "
+            "or produce the ntuple with the branch."
         )

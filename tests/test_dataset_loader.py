@@ -11,12 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import uproot
-from conftest import DATA_DIR, ROOT_COMPRESSIONS
 
 import config
 import dataset_loader
 from dataset_loader import DatasetLoader, NtupleError, expand_paths, read_entries
 
+DATA_DIR = Path(__file__).parent / "data"
 IS_TRUE = DATA_DIR / "trackingNtuple_isTrue.root"
 SIM_TRK_IDX = DATA_DIR / "trackingNtuple_simTrkIdx.root"
 FEATURES = list(config.features)
@@ -229,7 +229,12 @@ def test_forced_label():
         loader(label="isTrue")
 
 
-@pytest.mark.parametrize("algorithm", ROOT_COMPRESSIONS)
+def test_sample_without_paths():
+    with pytest.raises(ValueError, match="'qcd': no path given"):
+        loader().load_samples({"ttbar": IS_TRUE, "qcd": []})
+
+
+@pytest.mark.parametrize("algorithm", ["ZLIB", "LZMA", "LZ4", "ZSTD"])
 def test_root_written_compressions(root_compressed_ntuples, algorithm):
     magic = {"ZLIB": b"ZL", "LZMA": b"XZ", "LZ4": b"L4", "ZSTD": b"ZS"}[algorithm]
     for name in (IS_TRUE.name, SIM_TRK_IDX.name):
