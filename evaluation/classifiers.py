@@ -1,0 +1,151 @@
+"""Every classifier's score, mva = 2p - 1, on the same test tracks.
+
+The new model is run through its frozen graph (exactly what CMSSW will run), trk_mva is read
+from the ntuple, other frozen graphs of the same contract come from compare_graphs, and a
+gradient-boosted-tree baseline is trained here on the training tracks.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.ensemble import HistGradientBoostingClassifier
+from threadpoolctl import threadpool_limits
+from tqdm import tqdm
+
+from evaluation.metrics import NEW, REFERENCE, to_mva
+from model_freeze import check_contract, load_graph_def, run_graph_def
+
+LABEL = "trk_isTrue"
+BDT = "bdt"
+REPO = Path(__file__).resolve().parents[1]
+GRAPH_CHUNK = 500_000  # tracks per session run: bounds the memory of a large test set
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def resolve_path(path: str | Path) -> Path | None:
+    """An existing file at path, taken as given, from the working directory or the repo root."""
+    path = Path(path).expanduser()
+    for candidate in (path, REPO / path) if not path.is_absolute() else (path,):
+        if candidate.is_file():
+            return candidate.resolve()
+    return None
+
+
+def graph_inputs(df: pd.DataFrame, cfg: dict[str, Any]) -> dict[str, np.ndarray]:
+    """CMSSW's two inputs: x = the raw features in order, y = originalAlgo as a float."""
+    return {
+        "x": df[cfg["features"]].to_numpy(np.float32),
+        "y": df[cfg["algo_branch"]].to_numpy(np.float32).reshape(-1, 1),
+    }
+
+
+def graph_scores(path: Path, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    """mva of a frozen graph with CMSSW's contract, run in chunks as CMSSW would see it."""
+    graph_def = load_graph_def(path)
+    check_contract(graph_def, inputs["x"].shape[1])
+    n = len(inputs["x"])
+    if n == 0:
+        return np.zeros(0)
+    parts = [
+        run_graph_def(graph_def, {k: v[start : start + GRAPH_CHUNK] for k, v in inputs.items()})
+        for start in range(0, n, GRAPH_CHUNK)
+    ]
+    return to_mva(np.concatenate(parts))
+
+
+def bdt_matrix(df: pd.DataFrame, cfg: dict[str, Any]) -> np.ndarray:
+    """The 29 features and originalAlgo (last column, categorical); NaN stays (handled as
+    missing), infinities become the float32 extremes."""
+    x = df[list(cfg["features"]) + [cfg["algo_branch"]]].to_numpy(np.float64)
+    return np.nan_to_num(x, nan=np.nan, posinf=FLOAT32_MAX, neginf=-FLOAT32_MAX)
+
+
+def train_bdt(
+    train: pd.DataFrame, cfg: dict[str, Any], max_tracks: int = 300_000
+) -> HistGradientBoostingClassifier:
+    """A seeded histogram BDT on (up to max_tracks of) the training tracks.
+
+    Sized for a baseline, not a contest: 200 trees of 31 leaves with early stopping train in
+    seconds on 100k tracks on 2 cores; beyond max_tracks more tracks add time, not insight.
+    """
+    if len(train) > max_tracks:
+        train = train.sample(max_tracks, random_state=cfg.get("seed", 0))
+        print(f"BDT: trained on a random {max_tracks} of the training tracks")
+    labels = train[LABEL].to_numpy().astype(int)
+    if len(np.unique(labels)) < 2:
+        raise ValueError("the training tracks need both true and fake tracks")
+    n_features = len(cfg["features"])
+    model = HistGradientBoostingClassifier(
+        max_iter=200,
+        learning_rate=0.1,
+        max_leaf_nodes=31,
+        min_samples_leaf=40,
+        early_stopping=len(train) >= 2000,  # too few tracks for a useful validation split
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        categorical_features=[n_features],  # originalAlgo: an iteration, not a magnitude
+        random_state=cfg.get("seed", 0),
+    )
+    # One OpenMP thread: on 2 shared cores (TensorFlow's pools, other jobs) OpenMP's
+    # busy-waiting made 2 threads 4x slower than 1 in our measurements.
+    with threadpool_limits(1):
+        return model.fit(bdt_matrix(train, cfg), labels)
+
+
+def bdt_scores(model: HistGradientBoostingClassifier, df: pd.DataFrame, cfg: dict) -> np.ndarray:
+    with threadpool_limits(1):
+        return to_mva(model.predict_proba(bdt_matrix(df, cfg))[:, 1])
+
+
+def classifier_scores(
+    train: pd.DataFrame | None,
+    test: pd.DataFrame,
+    cfg: dict[str, Any],
+    run_dir: Path,
+    bdt_max_tracks: int = 300_000,
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """{classifier: mva per test track} in a fixed order (new_dnn, trk_mva, compare_graphs...,
+    bdt) and {classifier: why it was left out}. Only the new model's graph is required."""
+    frozen = Path(run_dir) / "frozen_graph.pb"
+    if not frozen.is_file():
+        raise FileNotFoundError(
+            f"{frozen} is missing: evaluate a run that has been frozen "
+            "(python main.py --stage freeze --run <run>)."
+        )
+    inputs = graph_inputs(test, cfg)
+    scores: dict[str, np.ndarray] = {}
+    skipped: dict[str, str] = {}
+    jobs: list[tuple[str, Any]] = [(NEW, frozen), (REFERENCE, None)]
+    jobs += list(cfg.get("compare_graphs", {}).items())
+    if cfg.get("train_bdt", True):
+        jobs.append((BDT, None))
+    for name, path in tqdm(jobs, desc="classifier scores", unit="classifier"):
+        start = time.perf_counter()
+        try:
+            if name == REFERENCE:
+                if REFERENCE not in test.columns:
+                    raise KeyError("the test tracks have no trk_mva column")
+                scores[name] = test[REFERENCE].to_numpy(np.float64)
+                continue
+            if name == BDT:
+                if train is None or len(train) == 0:
+                    raise ValueError("no training tracks were given")
+                model = train_bdt(train, cfg, bdt_max_tracks)
+                scores[name] = bdt_scores(model, test, cfg)
+            else:
+                resolved = resolve_path(path)
+                if resolved is None:
+                    raise FileNotFoundError(f"no such file: {path}")
+                scores[name] = graph_scores(resolved, inputs)
+            tqdm.write(f"  {name}: {len(test)} tracks in {time.perf_counter() - start:.1f} s")
+        except (OSError, KeyError, ValueError, RuntimeError) as error:
+            if name == NEW:
+                raise
+            skipped[name] = str(error)
+            tqdm.write(f"  note: {name} is left out of the comparison: {error}")
+    return scores, skipped

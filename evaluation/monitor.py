@@ -1,0 +1,103 @@
+"""A Keras callback that shows, every N epochs, how the model under training does on test
+samples: ROC curves and score distributions next to trk_mva, in run_dir/monitor/."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pandas as pd
+
+from evaluation.metrics import NEW, REFERENCE, auc, not_classifiable, to_mva
+from evaluation.plots import roc_grid, score_grid
+from helper_functions import ALGORITHMS, write_atomically
+
+LABEL = "trk_isTrue"
+
+
+class MonitorCallback(keras.callbacks.Callback):
+    """Every `every` epochs: Keras predict on (up to) `max_samples` test samples, subsampled to
+    `max_tracks` tracks each so it returns in seconds; writes monitor/epoch_XXX_roc.png,
+    monitor/epoch_XXX_scores.png and appends the AUCs to monitor/monitor_log.csv."""
+
+    def __init__(
+        self,
+        samples: dict[str, pd.DataFrame],
+        cfg: dict[str, Any],
+        run_dir: Path,
+        every: int = 10,
+        max_tracks: int = 50_000,
+        max_samples: int = 2,
+    ) -> None:
+        super().__init__()
+        self.every = int(every)
+        self.folder = Path(run_dir) / "monitor"
+        self.batch_size = 8192
+        self.history: list[dict[str, Any]] = []
+        algos = [ALGORITHMS[name] for name in cfg["iterations"]]
+        self.samples: dict[str, dict[str, np.ndarray]] = {}
+        for name, df in list(samples.items())[:max_samples]:
+            df = df[df[cfg["algo_branch"]].isin(algos)]
+            if len(df) > max_tracks:  # the same tracks every time: epochs compare like for like
+                df = df.sample(max_tracks, random_state=cfg.get("seed", 0))
+            self.samples[name] = {
+                "x": df[cfg["features"]].to_numpy(np.float32),
+                "y": df[cfg["algo_branch"]].to_numpy(np.float32).reshape(-1, 1),
+                "labels": df[LABEL].to_numpy().astype(bool),
+                "reference": df[REFERENCE].to_numpy(np.float64) if REFERENCE in df else None,
+            }
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self.every > 0 and (epoch + 1) % self.every == 0 and self.samples:
+            self.monitor(epoch + 1)
+
+    def monitor(self, epoch: int) -> dict[str, float | None]:
+        """Score the samples with the current weights and write the plots; returns the AUCs."""
+        start = time.perf_counter()
+        panels = []
+        aucs: dict[str, float | None] = {}
+        for name, data in self.samples.items():
+            labels = data["labels"]
+            scores = {NEW: np.zeros(0)}
+            if len(labels):
+                predicted = self.model.predict(
+                    {"x": data["x"], "y": data["y"]}, batch_size=self.batch_size, verbose=0
+                )
+                scores = {NEW: to_mva(predicted)}
+            if data["reference"] is not None:
+                scores[REFERENCE] = data["reference"]
+            reason = not_classifiable(int(labels.sum()), int((~labels).sum()))
+            entry: dict[str, Any] = {"classifiers": {}}
+            if not reason:
+                for classifier, values in scores.items():
+                    entry["classifiers"][classifier] = {"auc": auc(labels, values)}
+            aucs[name] = None if reason else entry["classifiers"][NEW]["auc"]
+            self.history.append(
+                {
+                    "epoch": epoch,
+                    "sample": name,
+                    "tracks": len(labels),
+                    **{f"auc_{k}": v["auc"] for k, v in entry["classifiers"].items()},
+                }
+            )
+            panels.append(
+                {
+                    "title": name,
+                    "labels": labels,
+                    "scores": scores,
+                    "entry": entry,
+                    "reason": reason,
+                }
+            )
+        prefix = self.folder / f"epoch_{epoch:03d}"
+        roc_grid(panels, Path(f"{prefix}_roc.png"), f"epoch {epoch}", ncols=2)
+        score_grid(panels, Path(f"{prefix}_scores.png"), f"epoch {epoch}", ncols=2)
+        write_atomically(
+            self.folder / "monitor_log.csv", pd.DataFrame(self.history).to_csv(index=False)
+        )
+        text = ", ".join(f"{n} AUC {'n/a' if a is None else f'{a:.4f}'}" for n, a in aucs.items())
+        print(f"monitor, epoch {epoch}: {text} ({time.perf_counter() - start:.1f} s)", flush=True)
+        return aucs
