@@ -35,6 +35,7 @@ import argparse
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -244,7 +245,16 @@ PROCESSES = {
         8,
         7,
         3.0,
-        {"displacedRegionalStep": 0.04, "jetCoreRegionalStep": 0.003},
+        {
+            "displacedRegionalStep": 0.04,
+            "jetCoreRegionalStep": 0.003,
+            # Long-lived decays feed the detached iterations too.
+            "detachedQuadStep": 0.066,
+            "detachedTripletStep": 0.058,
+            "mixedTripletStep": 0.040,
+            "pixelLessStep": 0.032,
+            "tobTecStep": 0.025,
+        },
         displaced_boost=1.8,
     ),
     "zee": Process(
@@ -255,8 +265,17 @@ PROCESSES = {
         {"jetCoreRegionalStep": 0.001, "displacedRegionalStep": 0.0005},
     ),
 }
+# Iterations whose true tracks are mostly secondaries; Process.displaced_boost scales them.
+DISPLACED_ITERATIONS = (
+    "detachedQuadStep",
+    "detachedTripletStep",
+    "mixedTripletStep",
+    "pixelLessStep",
+    "tobTecStep",
+    "displacedRegionalStep",
+)
 EMPTY_EVENT_FRACTION = 0.02  # events with no reconstructed track at all
-FAILED_VERTEX_FRACTION = 0.002  # events whose vertex reconstruction found no good vertex
+FAILED_VERTEX_FRACTION = 0.001  # events whose vertex reconstruction found no good vertex
 OUTLIER_FRACTION = 5e-4  # tracks with the pathological values of real data
 NAN_FRACTION = 2e-4  # tracks with a NaN in one float feature
 NAN_BRANCHES = (
@@ -388,20 +407,7 @@ def generate_events(
     raw_vertex = raw_off[evt] + np.where(from_hard | (n_pu_vtx[evt] == 0), 0, 1 + pu_pick)
 
     displaced_frac = table["displaced"][it].copy()
-    boosted = np.isin(
-        it,
-        [
-            names.index(k)
-            for k in (
-                "detachedQuadStep",
-                "detachedTripletStep",
-                "mixedTripletStep",
-                "pixelLessStep",
-                "tobTecStep",
-                "displacedRegionalStep",
-            )
-        ],
-    )
+    boosted = np.isin(it, [names.index(k) for k in DISPLACED_ITERATIONS])
     displaced_frac[boosted] = np.minimum(displaced_frac[boosted] * proc.displaced_boost, 1.0)
     radius_scale = table["radius"][it] * np.where(boosted, proc.displaced_boost, 1.0)
     is_displaced = is_true & ~is_electron & (rng.random(n) < displaced_frac)
@@ -584,20 +590,18 @@ def generate_events(
     key = good_evt * 1e4 + good_z
     sort = np.argsort(key)
     key, good_evt, good_global = key[sort], good_evt[sort], good_global[sort]
-    pos = np.searchsorted(key, evt * 1e4 + z)
+    track_key = evt * 1e4 + z
+    pos = np.searchsorted(key, track_key)
     best, best_dist = np.full(n, -1), np.full(n, np.inf)
-    for candidate in (pos - 1, pos):
-        c = np.clip(candidate, 0, max(len(key) - 1, 0))
-        if len(key) == 0:
-            break
-        ok = (candidate >= 0) & (candidate < len(key)) & (good_evt[c] == evt)
-        dist = np.where(ok, np.abs(key[c] - (evt * 1e4 + z)), np.inf)
+    for candidate in (pos - 1, pos) if len(key) else ():  # the neighbours below and above
+        c = np.clip(candidate, 0, len(key) - 1)
+        same_event = (candidate >= 0) & (candidate < len(key)) & (good_evt[c] == evt)
+        dist = np.where(same_event, np.abs(key[c] - track_key), np.inf)
         better = dist < best_dist
         best, best_dist = np.where(better, good_global[c], best), np.where(better, dist, best_dist)
     has_pv = (best >= 0) & ~no_vertex_outlier
-    b = np.maximum(best, 0)
     closest = tuple(
-        np.where(has_pv, vtx[k][b] if len(vtx[k]) else 0.0, none)
+        np.where(has_pv, vtx[k][np.maximum(best, 0)], none)
         for k, none in zip(("vtx_x", "vtx_y", "vtx_z"), NO_VERTEX, strict=True)
     )
     dxy_closest, dz_closest = _dxy_dz(x, y, z, px, py, pz, pt, closest)
@@ -781,10 +785,11 @@ def _check_options(label: str, compression: str, writer: str) -> str:
 
 
 def _temporary_path(path: Path, suffix: str) -> Path:
-    """A fresh hidden file next to ``path`` (same disk, so the final rename is atomic)."""
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    os.close(fd)
-    return Path(name)
+    """A unique hidden name next to ``path`` (same disk, so the final rename is atomic).
+
+    Not created here: the writer creates it with the usual permissions (mkstemp's are 0600).
+    """
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{suffix}")
 
 
 def _write_uproot(path: Path, counts: np.ndarray, arrays: dict[str, np.ndarray], codec) -> None:

@@ -426,8 +426,8 @@ def test_outliers_nan_and_bookkeeping_are_rare_but_present(samples):
     assert 0 < has_nan.mean() < 1e-3
     extreme = (arrays["trk_pt"] > 1e4) | (arrays["trk_nChi2"] > 1e3) | (arrays["trk_phiErr"] > 10)
     assert extreme.sum() > 0 and extreme.mean() < 1e-3
-    # "No good vertex": whole events (rare) and single tracks.
-    assert 0 < (np.abs(arrays["trk_dzClosestPV"]) > 5e4).mean() < 0.005
+    # "No good vertex": whole events (0.1 %, so lumpy in small samples) and single tracks.
+    assert 0 < (np.abs(arrays["trk_dzClosestPV"]) > 5e4).mean() < 0.01
     assert arrays["trk_pt"].max() > 1e4 and np.nanmax(arrays["trk_ptErr"]) > 1e6
     assert np.nanmax(arrays["trk_nChi2"]) > 1e3 and arrays["trk_ndof"].min() == -2
     assert (arrays["trk_dzClosestPV"] == -99999).any()
