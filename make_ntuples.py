@@ -61,74 +61,23 @@ ROOT_ALGORITHM_CODES = {"ZLIB": 1, "LZMA": 2, "LZ4": 4, "ZSTD": 5}
 
 # Branches in the order CMSSW books them (and the fixtures show), with their element types.
 EVENT_BRANCHES = {"event": np.uint64, "lumi": np.uint32, "run": np.uint32}
+# fmt: off
+_FLOAT_TRACK_BRANCHES = [
+    "px", "py", "pz", "pt", "inner_px", "inner_py", "inner_pz", "inner_pt", "outer_px",
+    "outer_py", "outer_pz", "outer_pt", "eta", "lambda", "cotTheta", "phi", "dxy", "dz", "dxyPV",
+    "dzPV", "dxyClosestPV", "dzClosestPV", "ptErr", "etaErr", "lambdaErr", "phiErr", "dxyErr",
+    "dzErr", "refpoint_x", "refpoint_y", "refpoint_z", "nChi2", "nChi2_1Dmod", "ndof", "mva",
+    "bestSimTrkShareFrac", "bestSimTrkNChi2",
+]
+_UINT_TRACK_BRANCHES = [
+    "nValid", "nLost", "nInactive", "nPixel", "nStrip", "nOuterLost", "nInnerLost",
+    "nOuterInactive", "nInnerInactive", "nPixelLay", "nStripLay", "n3DLay", "nLostLay", "nCluster",
+    "algo", "originalAlgo",
+]
+# fmt: on
 TRACK_BRANCHES = {
-    **{
-        f"trk_{name}": np.float32
-        # fmt: off
-        for name in [
-            "px",
-            "py",
-            "pz",
-            "pt",
-            "inner_px",
-            "inner_py",
-            "inner_pz",
-            "inner_pt",
-            "outer_px",
-            "outer_py",
-            "outer_pz",
-            "outer_pt",
-            "eta",
-            "lambda",
-            "cotTheta",
-            "phi",
-            "dxy",
-            "dz",
-            "dxyPV",
-            "dzPV",
-            "dxyClosestPV",
-            "dzClosestPV",
-            "ptErr",
-            "etaErr",
-            "lambdaErr",
-            "phiErr",
-            "dxyErr",
-            "dzErr",
-            "refpoint_x",
-            "refpoint_y",
-            "refpoint_z",
-            "nChi2",
-            "nChi2_1Dmod",
-            "ndof",
-            "mva",
-            "bestSimTrkShareFrac",
-            "bestSimTrkNChi2",
-        ]
-        # fmt: on
-    },
-    **{
-        f"trk_{name}": np.uint32
-        # fmt: off
-        for name in [
-            "nValid",
-            "nLost",
-            "nInactive",
-            "nPixel",
-            "nStrip",
-            "nOuterLost",
-            "nInnerLost",
-            "nOuterInactive",
-            "nInnerInactive",
-            "nPixelLay",
-            "nStripLay",
-            "n3DLay",
-            "nLostLay",
-            "nCluster",
-            "algo",
-            "originalAlgo",
-        ]
-        # fmt: on
-    },
+    **{f"trk_{name}": np.float32 for name in _FLOAT_TRACK_BRANCHES},
+    **{f"trk_{name}": np.uint32 for name in _UINT_TRACK_BRANCHES},
     "trk_q": np.int32,
     "trk_vtxIdx": np.int32,
     "trk_bestSimTrkIdx": np.int32,
@@ -311,6 +260,109 @@ def _bend(phi: np.ndarray, q: np.ndarray, pt: np.ndarray, radius_cm: np.ndarray)
     """Momentum direction after bending in the 3.8 T field out to a radius (phi - q asin(R/2r))."""
     sine = np.minimum(BFIELD_CURVATURE * radius_cm / 100 / (2 * pt), 1.0)
     return _wrap(phi - q * np.arcsin(sine))
+
+
+def _closest_vertex(
+    evt: np.ndarray, z: np.ndarray, vtx_evt: np.ndarray, vtx_z: np.ndarray, vtx_index: np.ndarray
+) -> np.ndarray:
+    """For each track (event, z), ``vtx_index`` of the vertex of its event closest in z, or -1.
+
+    One binary search over (event, z) keys: the nearest vertex is a neighbour of the insertion
+    point, below or above it.
+    """
+    key = vtx_evt * 1e4 + vtx_z  # |z| stays far below 5e3 cm, so events never overlap
+    order = np.argsort(key)
+    key, vtx_evt, vtx_index = key[order], vtx_evt[order], vtx_index[order]
+    track_key = evt * 1e4 + z
+    pos = np.searchsorted(key, track_key)
+    best, best_dist = np.full(len(evt), -1), np.full(len(evt), np.inf)
+    for candidate in (pos - 1, pos) if len(key) else ():
+        c = np.clip(candidate, 0, len(key) - 1)
+        same_event = (candidate >= 0) & (candidate < len(key)) & (vtx_evt[c] == evt)
+        dist = np.where(same_event, np.abs(key[c] - track_key), np.inf)
+        better = dist < best_dist
+        best, best_dist = np.where(better, vtx_index[c], best), np.where(better, dist, best_dist)
+    return best
+
+
+def _sim_matches(
+    rng: np.random.Generator,
+    evt: np.ndarray,
+    events: int,
+    is_true: np.ndarray,
+    n_valid: np.ndarray,
+    badness: np.ndarray,
+) -> tuple[np.ndarray, ...]:
+    """Matches to simulated particles, as quickTrackAssociatorByHits (>= 75 % shared hits).
+
+    Returns per track bestSimTrkIdx, bestSimTrkShareFrac, bestSimTrkNChi2 and the number of
+    matches (1, sometimes 2, for true tracks; 0 for fakes), then the matched indices and share
+    fractions of all tracks concatenated.
+    """
+    n = len(evt)
+    n_true_event = np.bincount(evt[is_true], minlength=events)
+    true_rank = np.cumsum(is_true) - 1 - np.concatenate([[0], np.cumsum(n_true_event)])[evt]
+    # Unreconstructed simulated particles leave gaps between the indices.
+    best_sim = np.where(is_true, 3 * true_rank + rng.integers(0, 3, n), -1)
+    # Most fakes share some hits with a particle, below the 75 % of a match.
+    fake_partial = ~is_true & (rng.random(n) < 0.7)
+    best_sim = np.where(
+        fake_partial, (rng.random(n) * 3 * np.maximum(n_true_event[evt], 1)).astype(int), best_sim
+    )
+    shared = np.where(
+        is_true,
+        np.where(rng.random(n) < 0.6, 1.0, rng.uniform(0.75, 1.0, n)),
+        np.where(fake_partial, rng.uniform(0.05, 0.75, n), 0.0),
+    )
+    # A fraction of the track's hits.
+    shared = np.where(
+        is_true, np.maximum(np.floor(shared * n_valid) / np.maximum(n_valid, 1), 0.75), shared
+    )
+    best_nchi2 = np.where(is_true | fake_partial, rng.chisquare(5, n) / 5 * (1 + 3 * badness), -1.0)
+
+    counts = np.where(is_true, 1 + (rng.random(n) < 0.05), 0).astype(np.int64)
+    second = counts == 2
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    idx = np.zeros(int(counts.sum()), dtype=np.int32)
+    frac = np.zeros(len(idx), dtype=np.float32)
+    idx[first[is_true]] = best_sim[is_true]
+    frac[first[is_true]] = shared[is_true]
+    idx[first[second] + 1] = 3 * n_true_event[evt][second] + true_rank[second]
+    frac[first[second] + 1] = rng.uniform(0.75, 1.0, second.sum())
+    return best_sim, shared, best_nchi2, counts, idx, frac
+
+
+def _old_classifier(
+    rng: np.random.Generator,
+    nchi2: np.ndarray,
+    n_lost_lay: np.ndarray,
+    n_outer_lost: np.ndarray,
+    n_inner_lost: np.ndarray,
+    dz_closest: np.ndarray,
+    dz_err: np.ndarray,
+    pt_err: np.ndarray,
+    pt: np.ndarray,
+) -> np.ndarray:
+    """trk_mva in [-1, 1] of the classifier that ran in the RECO step.
+
+    A linear model of a feature subset (no iteration, no hit-by-hit information) plus noise:
+    a few points of AUC below what a model of all features reaches.
+    """
+
+    def finite(a: np.ndarray) -> np.ndarray:
+        return np.nan_to_num(a, nan=0.0, posinf=1e30)
+
+    score = (
+        7.0
+        - 0.8 * np.log1p(finite(nchi2))
+        - 0.75 * n_lost_lay
+        - 0.2 * n_outer_lost
+        - 0.9 * n_inner_lost
+        - 0.15 * np.log1p(np.abs(finite(dz_closest)) / dz_err)
+        - 1.4 * np.log(np.clip(pt_err / pt, 1e-4, 1e4) / 0.01)
+        + rng.normal(0, 0.3, len(pt))
+    )
+    return np.tanh(score / 2)
 
 
 def generate_events(
@@ -584,21 +636,9 @@ def generate_events(
     pv_point = (vtx["vtx_x"][first_vtx], vtx["vtx_y"][first_vtx], vtx["vtx_z"][first_vtx])
     dxy_pv, dz_pv = _dxy_dz(x, y, z, px, py, pz, pt, pv_point)
 
-    # Closest good vertex in z: one sorted search over (event, z) keys of the kept vertices.
-    good_evt, good_z = raw_evt[keep], raw_z[keep]
-    good_global = vtx_off[:-1][good_evt] + local_index[keep]
-    key = good_evt * 1e4 + good_z
-    sort = np.argsort(key)
-    key, good_evt, good_global = key[sort], good_evt[sort], good_global[sort]
-    track_key = evt * 1e4 + z
-    pos = np.searchsorted(key, track_key)
-    best, best_dist = np.full(n, -1), np.full(n, np.inf)
-    for candidate in (pos - 1, pos) if len(key) else ():  # the neighbours below and above
-        c = np.clip(candidate, 0, len(key) - 1)
-        same_event = (candidate >= 0) & (candidate < len(key)) & (good_evt[c] == evt)
-        dist = np.where(same_event, np.abs(key[c] - track_key), np.inf)
-        better = dist < best_dist
-        best, best_dist = np.where(better, good_global[c], best), np.where(better, dist, best_dist)
+    # Closest good vertex in z (the kept ones; the beam-spot fake vertex is not good).
+    good_global = vtx_off[:-1][raw_evt[keep]] + local_index[keep]
+    best = _closest_vertex(evt, z, raw_evt[keep], raw_z[keep], good_global)
     has_pv = (best >= 0) & ~no_vertex_outlier
     closest = tuple(
         np.where(has_pv, vtx[k][np.maximum(best, 0)], none)
@@ -612,51 +652,14 @@ def generate_events(
     vtx_idx = np.where(in_vertex, local_index[raw_vertex], -1)
 
     # --- simulation matching ------------------------------------------------------------------
-    n_true_event = np.bincount(evt[is_true], minlength=events)
-    true_rank = np.cumsum(is_true) - 1 - np.concatenate([[0], np.cumsum(n_true_event)])[evt]
-    # Unreconstructed simulated particles leave gaps between the indices.
-    best_sim = np.where(is_true, 3 * true_rank + rng.integers(0, 3, n), -1)
-    fake_partial = ~is_true & (rng.random(n) < 0.7)
-    best_sim = np.where(
-        fake_partial, (rng.random(n) * 3 * np.maximum(n_true_event[evt], 1)).astype(int), best_sim
-    )
     n_valid = n_pixel + n_strip
-    shared = np.where(
-        is_true,
-        np.where(rng.random(n) < 0.6, 1.0, rng.uniform(0.75, 1.0, n)),
-        np.where(fake_partial, rng.uniform(0.05, 0.75, n), 0.0),
-    )
-    shared = np.where(
-        is_true, np.maximum(np.floor(shared * n_valid) / np.maximum(n_valid, 1), 0.75), shared
-    )
-    best_nchi2 = np.where(is_true | fake_partial, rng.chisquare(5, n) / 5 * (1 + 3 * badness), -1.0)
-    sim_counts = np.where(is_true, 1 + (rng.random(n) < 0.05), 0).astype(np.int64)
-    second = sim_counts == 2
-    sim_idx = np.zeros(int(sim_counts.sum()), dtype=np.int32)
-    sim_frac = np.zeros(len(sim_idx), dtype=np.float32)
-    sim_off = np.concatenate([[0], np.cumsum(sim_counts)])
-    sim_idx[sim_off[:-1][is_true]] = best_sim[is_true]
-    sim_frac[sim_off[:-1][is_true]] = shared[is_true]
-    sim_idx[sim_off[:-1][second] + 1] = 3 * n_true_event[evt][second] + true_rank[second]
-    sim_frac[sim_off[:-1][second] + 1] = rng.uniform(0.75, 1.0, second.sum())
+    sim = _sim_matches(rng, evt, events, is_true, n_valid, badness)
+    best_sim, shared, best_nchi2, sim_counts, sim_idx, sim_frac = sim
 
     # --- the old classifier and its working points --------------------------------------------
-    def finite(a: np.ndarray) -> np.ndarray:
-        return np.nan_to_num(a, nan=0.0, posinf=1e30)
-
-    # A linear model of a feature subset, like the classifiers of the RECO step (no iteration,
-    # no hit-by-hit information), plus noise: a few points of AUC below what is reachable.
-    score = (
-        7.0
-        - 0.8 * np.log1p(finite(nchi2))
-        - 0.75 * n_lost_lay
-        - 0.2 * n_outer_lost
-        - 0.9 * n_inner_lost
-        - 0.15 * np.log1p(np.abs(finite(dz_closest)) / dz_err)
-        - 1.4 * np.log(np.clip(pt_err / pt, 1e-4, 1e4) / 0.01)
-        + rng.normal(0, 0.3, n)
+    mva = _old_classifier(
+        rng, nchi2, n_lost_lay, n_outer_lost, n_inner_lost, dz_closest, dz_err, pt_err, pt
     )
-    mva = np.tanh(score / 2)
     cuts = np.array([ITERATIONS[k].cuts for k in names])[it]
     # Bits loose (1), tight (2), highPurity (4); the cuts are ordered, so the bits nest.
     quality = (mva > cuts[:, 0]) * 1 + (mva > cuts[:, 1]) * 2 + (mva > cuts[:, 2]) * 4
@@ -1258,6 +1261,8 @@ def main(argv: list[str] | None = None) -> None:
         )
     except (ValueError, RuntimeError, FileNotFoundError) as err:
         parser.exit(2, f"make_ntuples.py: error: {err}\n")
+    except KeyboardInterrupt:
+        parser.exit(130, "make_ntuples.py: interrupted (no partial file was left)\n")
 
 
 if __name__ == "__main__":
