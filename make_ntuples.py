@@ -960,7 +960,7 @@ def _root_columns(counts: np.ndarray, arrays: dict[str, np.ndarray], label: str)
     return columns
 
 
-def _load_nested_vector_dictionary(ROOT) -> None:  # noqa: N803 (the module's own name)
+def _load_nested_vector_dictionary(ROOT) -> None:
     """Load the dictionary of std::vector<std::vector<int/float>>, compiling it the first time.
 
     ROOT from PyPI ships none, and TTree does not book such a branch without one (it prints an
@@ -1027,17 +1027,19 @@ def _root_child_main() -> None:
             counts = data.pop("counts")
             if job["label"] == "trk_simTrkIdx":
                 _load_nested_vector_dictionary(ROOT)
+            # `columns` holds every buffer alive while C++ reads it through raw addresses.
             columns = _root_columns(counts, data, job["label"])
-            keep = [c for c in columns]  # holds every buffer alive while C++ reads it
 
             def address(a):
                 return 0 if a is None else a.ctypes.data
 
-            names = ROOT.std.vector["std::string"]([c[0] for c in keep])
+            names = ROOT.std.vector["std::string"]([c[0] for c in columns])
             kinds = ROOT.std.vector["std::string"](
-                [c[1] + _ROOT_TYPE_CODES[c[2].dtype] for c in keep]
+                [c[1] + _ROOT_TYPE_CODES[c[2].dtype] for c in columns]
             )
-            pointers = [np.array([address(c[k]) for c in keep], dtype=np.uint64) for k in (2, 3, 4)]
+            pointers = [
+                np.array([address(c[k]) for c in columns], dtype=np.uint64) for k in (2, 3, 4)
+            ]
             compression = (
                 ROOT_ALGORITHM_CODES[job["compression"]] * 100
                 + COMPRESSION_LEVELS[job["compression"]]
