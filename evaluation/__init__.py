@@ -104,10 +104,15 @@ def evaluate(
     )
 
     scores, skipped = classifier_scores(train, test, cfg, run_dir, bdt_max_tracks)
+    notes = []
     for name, values in scores.items():
         bad = ~np.isfinite(values)
         if bad.any():  # a NaN mva passes no cut in CMSSW: keep it below every threshold
-            print(f"note: {name} has {bad.sum()} non-finite scores; they pass no cut")
+            notes.append(
+                f"{name} gives a non-finite score to {bad.sum()} of {len(bad)} tracks; "
+                "they are counted as passing no cut"
+            )
+            print(f"note: {notes[-1]}")
             scores[name] = np.where(bad, -2.0, values)
     labels = test[LABEL].to_numpy().astype(bool)
     algo = test[cfg["algo_branch"]].to_numpy()
@@ -128,6 +133,7 @@ def evaluate(
         "iterations": list(cfg["iterations"]),
         "classifiers": list(scores),
         "skipped_classifiers": skipped,
+        "notes": notes,
         "levels": ["loose", "tight", "highPurity"],
         "reference": (
             f"target_efficiencies {cfg['target_efficiencies']}"

@@ -127,6 +127,8 @@ def classifier_scores(
     for name, path in tqdm(jobs, desc="classifier scores", unit="classifier"):
         start = time.perf_counter()
         try:
+            if name in scores:
+                raise ValueError(f"the name {name!r} is taken: rename it in compare_graphs")
             if name == REFERENCE:
                 if REFERENCE not in test.columns:
                     raise KeyError("the test tracks have no trk_mva column")

@@ -101,3 +101,15 @@ class MonitorCallback(keras.callbacks.Callback):
         text = ", ".join(f"{n} AUC {'n/a' if a is None else f'{a:.4f}'}" for n, a in aucs.items())
         print(f"monitor, epoch {epoch}: {text} ({time.perf_counter() - start:.1f} s)", flush=True)
         return aucs
+
+
+def monitor_callback(
+    tracks: pd.DataFrame, cfg: dict[str, Any], run_dir: Path
+) -> MonitorCallback | None:
+    """The callback for cfg's monitor_samples (taken from tracks' "sample" column) every
+    monitor_every epochs; None when monitoring is off or none of those samples is loaded."""
+    every = int(cfg.get("monitor_every", 0))
+    names = [n for n in cfg.get("monitor_samples", []) if (tracks["sample"] == n).any()]
+    if every <= 0 or not names:
+        return None
+    return MonitorCallback({n: tracks[tracks["sample"] == n] for n in names}, cfg, run_dir, every)

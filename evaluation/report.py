@@ -153,7 +153,6 @@ def verdict(metrics: Mapping[str, Any], other: str = REFERENCE) -> tuple[str, li
     found = comparisons(metrics, other)
     if not found:
         return f"No comparison with {label(other)} was possible.", []
-    worse = [c for c in found if c["new"] > c["other"]]
     per_iteration = [c for c in found if c["sample"] != ALL and c["iteration"] != ALL]
     worse_per_iteration = [c for c in per_iteration if c["new"] > c["other"]]
     if not worse_per_iteration:
@@ -171,7 +170,7 @@ def verdict(metrics: Mapping[str, Any], other: str = REFERENCE) -> tuple[str, li
     cases = [
         f"{c['sample']} / {c['iteration']} / {c['level']}: {percent(c['new'])} vs "
         f"{percent(c['other'])}"
-        for c in worse
+        for c in worse_per_iteration
     ]
     return text, cases
 
@@ -229,12 +228,13 @@ h1 { margin-bottom: 4px; } h2 { border-bottom: 2px solid #ccc; padding-top: 12px
 table { border-collapse: collapse; margin: 8px 0 18px; font-size: 13px; }
 th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: right; white-space: nowrap; }
 th { background: #eef1f6; } td.name, th.name { text-align: left; }
-td.na { color: #888; text-align: center; } .better { background: #e3f4e1; }
-.worse { background: #fbe1e1; } .verdict { font-size: 18px; padding: 10px; background: #f4f6fa;
+td.na, p.na { color: #888; text-align: center; } .better { background: #d8f0d4; }
+.worse { background: #f8d2d2; } .verdict { font-size: 18px; padding: 10px; background: #f4f6fa;
 border-left: 5px solid #5790fc; } .note { color: #666; font-size: 13px; }
 figure { margin: 10px 0 24px; } figure img { max-width: 100%; border: 1px solid #ddd; }
 figcaption { font-size: 14px; color: #444; } pre { background: #f6f6f6; padding: 10px;
 font-size: 12px; overflow-x: auto; } nav a { margin-right: 12px; }
+.scroll { overflow-x: auto; }
 """
 
 
@@ -249,7 +249,8 @@ def _na(reason: str | None, colspan: int = 1) -> str:
 def _working_points_table(metrics: Mapping[str, Any]) -> str:
     others = [c for c in metrics["classifiers"] if c not in (NEW,)]
     rows = [
-        "<table><tr><th class='name'>iteration</th><th class='name'>CMSSW step</th>"
+        "<div class='scroll'><table><tr><th class='name'>iteration</th>"
+        "<th class='name'>CMSSW step</th>"
         + "".join(f"<th>cut {lv}</th>" for lv in LEVELS)
         + "".join(f"<th>efficiency {lv}</th>" for lv in LEVELS)
         + "".join(f"<th>fake rate {lv}<br>new / {_esc(label(REFERENCE))}</th>" for lv in LEVELS)
@@ -267,7 +268,7 @@ def _working_points_table(metrics: Mapping[str, Any]) -> str:
                 + f"<td>{entry['n_true']} / {entry['n_fake']}</td></tr>"
             )
             continue
-        cells = "".join(f"<td><b>{c:.6g}</b></td>" for c in entry["thresholds"][NEW])
+        cells = "".join(f"<td><b>{float(c)!r}</b></td>" for c in entry["thresholds"][NEW])
         cells += "".join(f"<td>{percent(e, 4)}</td>" for e in entry["target_efficiency"])
         new = entry["fake_rate"].get(NEW) or [None] * 3
         ref = entry["fake_rate"].get(REFERENCE) or [None] * 3
@@ -275,66 +276,82 @@ def _working_points_table(metrics: Mapping[str, Any]) -> str:
             css = "" if a is None or b is None else ("better" if a <= b else "worse")
             cells += f"<td class='{css}'>{percent(a)} / {percent(b)} ({reduction_text(a, b)})</td>"
         rows.append(start + cells + f"<td>{entry['n_true']} / {entry['n_fake']}</td></tr>")
-    rows.append("</table>")
+    rows.append("</table></div>")
     note = (
-        "<p class='note'>Efficiency: the reference's ("
+        "<p class='note'>Efficiency: the reference's, per iteration, on all test samples "
+        f"combined ({_esc(metrics.get('reference', ''))}); reference cuts: "
         + _esc(
-            next(
-                (e["source"] for e in metrics["working_points"].values() if e["status"] == "ok"),
-                "n/a",
+            ", ".join(
+                f"{e['cmssw_name']} {e['thresholds'][REFERENCE]}"
+                for e in metrics["working_points"].values()
+                if e["status"] == "ok" and REFERENCE in e["thresholds"]
             )
         )
-        + " for the first iteration shown; each iteration has its own) on all test samples "
-        "combined. Thresholds of the other classifiers at the same efficiencies are in "
-        "metrics.json (" + ", ".join(_esc(o) for o in others) + ").</p>"
+        + ". The other classifiers' thresholds at the same efficiencies are in metrics.json"
+        f" ({_esc(', '.join(others))}).</p>"
     )
     return "\n".join(rows) + note
 
 
-def _sample_table(sample: str, entries: Mapping[str, Any], classifiers: Sequence[str]) -> str:
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.3g}"
+
+
+def _sample_table(
+    entries: Mapping[str, Any], classifiers: Sequence[str], present: Sequence[str]
+) -> str:
+    """Rows: all iterations, then each iteration with tracks; per classifier its AUC and its
+    fake rates (%) at the three equal efficiencies, the new DNN's coloured against trk_mva."""
+    if entries[ALL]["n_true"] + entries[ALL]["n_fake"] == 0:
+        return "<p class='na'>n/a (no tracks in this sample)</p>"
     head = (
         "<table><tr><th class='name' rowspan='2'>iteration</th><th rowspan='2'>true</th>"
-        "<th rowspan='2'>fake</th><th colspan='3'>efficiency (equal for all)</th>"
-        + "".join(f"<th colspan='4'>{_esc(label(c))}</th>" for c in classifiers)
+        "<th rowspan='2'>fake</th><th rowspan='2'>efficiency %<br>loose / tight / HP</th>"
+        + "".join(f"<th colspan='2'>{_esc(label(c))}</th>" for c in classifiers)
         + "</tr><tr>"
-        + "".join(f"<th>{lv}</th>" for lv in LEVELS)
-        + "".join(
-            "<th>AUC</th>" + "".join(f"<th>fake {lv}</th>" for lv in LEVELS) for _ in classifiers
-        )
+        + "<th>AUC</th><th>fake rate %<br>loose / tight / HP</th>" * len(classifiers)
         + "</tr>"
     )
-    rows = [head]
-    for iteration in [ALL, *[k for k in entries if k != ALL]]:
+    rows = ["<div class='scroll'>", head]
+    shown = [ALL, *[k for k, e in entries.items() if k != ALL and e["n_true"] + e["n_fake"]]]
+    for iteration in shown:
         entry = entries[iteration]
+        name = "all iterations" if iteration == ALL else iteration
         cells = (
-            f"<tr><td class='name'>{'all iterations' if iteration == ALL else iteration}"
-            f"</td><td>{entry['n_true']}</td><td>{entry['n_fake']}</td>"
+            f"<tr><td class='name'>{_esc(name)}</td><td>{entry['n_true']}</td>"
+            f"<td>{entry['n_fake']}</td>"
         )
         if entry["status"] != "ok":
-            rows.append(cells + _na(entry["reason"], 3 + 4 * len(classifiers)) + "</tr>")
+            rows.append(cells + _na(entry["reason"], 1 + 2 * len(classifiers)) + "</tr>")
             continue
-        cells += "".join(
-            f"<td>{percent(e, 4)}</td>" for e in entry.get("target_efficiency", [None] * 3)
-        )
+        cells += "<td>" + " / ".join(_pct(e) for e in entry["target_efficiency"]) + "</td>"
         ref = entry["classifiers"].get(REFERENCE, {})
         best_auc = max(c["auc"] for c in entry["classifiers"].values() if c["status"] == "ok")
-        for name in classifiers:
-            info = entry["classifiers"][name]
+        for classifier in classifiers:
+            info = entry["classifiers"][classifier]
             if info["status"] != "ok":
-                cells += _na(info["reason"], 4)
+                cells += _na(info["reason"], 2)
                 continue
-            bold = "font-weight:bold" if info["auc"] == best_auc else ""
-            cells += f"<td style='{bold}'>{info['auc']:.4f}</td>"
-            for lv in LEVELS:
-                value = info["equal_efficiency"][lv]["fake_rate"]
+            bold = " style='font-weight:bold'" if info["auc"] == best_auc else ""
+            cells += f"<td{bold}>{info['auc']:.4f}</td>"
+            parts = []
+            for level in LEVELS:
+                value = info["equal_efficiency"][level]["fake_rate"]
                 css = ""
-                if name == NEW and ref.get("status") == "ok":
-                    other = ref["equal_efficiency"][lv]["fake_rate"]
+                if classifier == NEW and ref.get("status") == "ok":
+                    other = ref["equal_efficiency"][level]["fake_rate"]
                     if value is not None and other is not None:
                         css = "better" if value <= other else "worse"
-                cells += f"<td class='{css}'>{percent(value)}</td>"
+                parts.append(f"<span class='{css}'>{_pct(value)}</span>")
+            cells += "<td>" + " / ".join(parts) + "</td>"
         rows.append(cells + "</tr>")
-    rows.append("</table>")
+    rows.append("</table></div>")
+    # Iterations found in other test samples only; those in none are listed once, above.
+    absent = [k for k in present if entries[k]["n_true"] + entries[k]["n_fake"] == 0]
+    if absent:
+        rows.append(
+            f"<p class='note'>n/a (no tracks in this sample): {_esc(', '.join(absent))}</p>"
+        )
     return "\n".join(rows)
 
 
@@ -377,6 +394,8 @@ def report_html(
             + "</ul></details>"
         )
     parts += [f"<p>{_esc(v)}</p>" for v in other_verdicts]
+    for note in metrics.get("notes", []):
+        parts.append(f"<p class='note'>Note: {_esc(note)}</p>")
     for name, reason in metrics.get("skipped_classifiers", {}).items():
         parts.append(
             f"<p class='note'>Left out of the comparison: {_esc(name)}: {_esc(reason)}</p>"
@@ -386,9 +405,15 @@ def report_html(
         + "<br>".join(f"<b>{_esc(k)}</b>: {_esc(v)}" for k, v in DEFINITIONS.items())
         + "</p>"
     )
+    present = [
+        k for k, e in metrics["samples"][ALL].items() if k != ALL and e["n_true"] + e["n_fake"]
+    ]
+    nowhere = ", ".join(k for k in metrics["samples"][ALL] if k != ALL and k not in present)
+    if nowhere:
+        parts.append(f"<p class='note'>No track in any test sample: {_esc(nowhere)} (n/a).</p>")
     for sample, entries in metrics["samples"].items():
         title = "all test samples combined" if sample == ALL else f"sample {sample}"
-        parts += [f"<h3>{_esc(title)}</h3>", _sample_table(sample, entries, classifiers)]
+        parts += [f"<h3>{_esc(title)}</h3>", _sample_table(entries, classifiers, present)]
     parts += [
         "<h2 id='working-points'>Working points (new DNN)</h2>",
         _working_points_table(metrics),
