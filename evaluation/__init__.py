@@ -40,6 +40,20 @@ def classified_tracks(df: pd.DataFrame, cfg: dict[str, Any]) -> pd.DataFrame:
     return df[df[cfg["algo_branch"]].isin(algos)].reset_index(drop=True)
 
 
+def held_out_samples(df: pd.DataFrame, cfg: dict[str, Any]) -> pd.DataFrame:
+    """Only the test_samples' tracks: a training sample passed by mistake would be scored as
+    if it were held out."""
+    wanted = cfg.get("test_samples") or []
+    if not wanted or "sample" not in df:
+        return df
+    keep = df["sample"].astype(str).isin(wanted).to_numpy()
+    if not keep.all():
+        dropped = sorted(set(df["sample"].astype(str)[~keep]))
+        print(f"note: evaluating the test_samples only; left out the tracks of {dropped}")
+        df = df[keep]
+    return df
+
+
 def sample_masks(test: pd.DataFrame, cfg: dict[str, Any]) -> dict[str, np.ndarray]:
     """{sample: row mask} for the configured test samples (present or not), any other sample
     found in the data, and "all" (every test track)."""
@@ -96,7 +110,7 @@ def evaluate(
     run_dir = Path(run_dir)
     plots_dir = run_dir / "plots"
     plots_dir.mkdir(parents=True, exist_ok=True)
-    test = classified_tracks(test, cfg)
+    test = classified_tracks(held_out_samples(test, cfg), cfg)
     train = None if train is None else classified_tracks(train, cfg)
     print(
         f"Evaluating on {len(test)} test tracks of the classified iterations"

@@ -518,3 +518,17 @@ def test_monitor_wrote_its_plots(trained_run):
     log = pd.read_csv(monitor / "monitor_log.csv")
     assert set(log["sample"]) == {"qcd_test", "zee_test"}
     assert log["auc_new_dnn"].between(0.5, 1.0).all()
+
+
+def test_only_the_test_samples_are_evaluated_and_monitored(data, tmp_path):
+    from evaluation import held_out_samples
+    from evaluation.monitor import monitor_callback
+
+    train, test = data
+    both = pd.concat([train, test], ignore_index=True)
+    kept = held_out_samples(both, {"test_samples": ["zee_test"]})
+    assert set(kept["sample"].astype(str)) == {"zee_test"}
+    cfg = run_cfg(monitor_samples=["zee_test", "no_such_sample"], monitor_every=5)
+    callback = monitor_callback(both, cfg, tmp_path)
+    assert list(callback.samples) == ["zee_test"] and callback.every == 5
+    assert monitor_callback(both, dict(cfg, monitor_every=0), tmp_path) is None
