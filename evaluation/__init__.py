@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from evaluation.classifiers import LABEL, classifier_scores
 from evaluation.metrics import ALL, derive_working_points, sample_metrics
-from evaluation.monitor import MonitorCallback
+from evaluation.monitor import MonitorCallback, monitor_callback
 from evaluation.report import (
     DEFINITIONS,
     print_summary,
@@ -31,7 +31,7 @@ from evaluation.report import (
 )
 from helper_functions import ALGORITHMS
 
-__all__ = ["evaluate", "MonitorCallback"]
+__all__ = ["MonitorCallback", "evaluate", "monitor_callback"]
 
 
 def classified_tracks(df: pd.DataFrame, cfg: dict[str, Any]) -> pd.DataFrame:

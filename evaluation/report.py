@@ -89,7 +89,8 @@ def working_points_text(metrics: Mapping[str, Any]) -> str:
         reduction = entry.get("fake_rate_reduction")
         fakes = ""
         if reduction:
-            fakes = "; fakes " + " / ".join("n/a" if r is None else f"{-r:+.1%}" for r in reduction)
+            changes = ("n/a" if r is None else f"{0.0 - r:+.1%}" for r in reduction)
+            fakes = "; fakes " + " / ".join(changes)
         lines.append(f"    {key:<{width}}[{cuts}],  # efficiency {eff}{fakes}")
     lines.append("}")
     return "\n".join(lines) + "\n"
@@ -188,7 +189,7 @@ def summary_lines(metrics: Mapping[str, Any]) -> list[str]:
         cuts = ", ".join(f"{c:.4g}" for c in entry["thresholds"][NEW])
         eff = " / ".join(f"{e:.3f}" for e in entry["target_efficiency"])
         red = entry.get("fake_rate_reduction") or [None] * 3
-        fakes = " / ".join("n/a" if r is None else f"{-r:+.1%}" for r in red)
+        fakes = " / ".join("n/a" if r is None else f"{0.0 - r:+.1%}" for r in red)
         lines.append(f"  {entry['cmssw_name']:<24}{'[' + cuts + ']':<30}{eff:<26}{fakes}")
     lines.append("")
     header = f"  {'sample':<18}" + "".join(f"{label(c)[:14]:>16}" for c in classifiers)
@@ -247,48 +248,47 @@ def _na(reason: str | None, colspan: int = 1) -> str:
 
 
 def _working_points_table(metrics: Mapping[str, Any]) -> str:
-    others = [c for c in metrics["classifiers"] if c not in (NEW,)]
+    """One row per iteration: the new thresholds (as in working_points.py), trk_mva's cuts,
+    the efficiencies, and the fake rates of both at those efficiencies (all test samples)."""
+    others = [c for c in metrics["classifiers"] if c != NEW]
+    trios = "<br>loose / tight / HP"
     rows = [
         "<div class='scroll'><table><tr><th class='name'>iteration</th>"
-        "<th class='name'>CMSSW step</th>"
-        + "".join(f"<th>cut {lv}</th>" for lv in LEVELS)
-        + "".join(f"<th>efficiency {lv}</th>" for lv in LEVELS)
-        + "".join(f"<th>fake rate {lv}<br>new / {_esc(label(REFERENCE))}</th>" for lv in LEVELS)
-        + "<th>true / fake tracks</th></tr>"
+        f"<th class='name'>CMSSW step</th><th>new DNN cuts{trios}</th>"
+        f"<th>{_esc(label(REFERENCE))} cuts{trios}</th><th>efficiency %{trios}</th>"
+        f"<th>fake rate % new{trios}</th><th>fake rate % {_esc(label(REFERENCE))}{trios}</th>"
+        f"<th>fakes, new vs {_esc(label(REFERENCE))}{trios}</th><th>true / fake</th></tr>"
     ]
     for iteration, entry in metrics["working_points"].items():
-        start = (
-            f"<tr><td class='name'>{_esc(iteration)}</td><td class='name'>"
-            f"{_esc(entry['cmssw_name'])}</td>"
+        cells = (
+            f"<tr><td class='name'>{_esc(iteration)}</td>"
+            f"<td class='name'>{_esc(entry['cmssw_name'])}</td>"
         )
+        counts = f"<td>{entry['n_true']} / {entry['n_fake']}</td></tr>"
         if entry["status"] != "ok":
-            rows.append(
-                start
-                + _na(entry["reason"], 9)
-                + f"<td>{entry['n_true']} / {entry['n_fake']}</td></tr>"
-            )
+            rows.append(cells + _na(entry["reason"], 6) + counts)
             continue
-        cells = "".join(f"<td><b>{float(c)!r}</b></td>" for c in entry["thresholds"][NEW])
-        cells += "".join(f"<td>{percent(e, 4)}</td>" for e in entry["target_efficiency"])
+        reference = entry["thresholds"].get(REFERENCE)
         new = entry["fake_rate"].get(NEW) or [None] * 3
         ref = entry["fake_rate"].get(REFERENCE) or [None] * 3
+        changes = []
         for a, b in zip(new, ref, strict=True):
-            css = "" if a is None or b is None else ("better" if a <= b else "worse")
-            cells += f"<td class='{css}'>{percent(a)} / {percent(b)} ({reduction_text(a, b)})</td>"
-        rows.append(start + cells + f"<td>{entry['n_true']} / {entry['n_fake']}</td></tr>")
+            css = "" if a is None or b is None or b == 0 else ("better" if a <= b else "worse")
+            changes.append(f"<span class='{css}'>{reduction_text(a, b)}</span>")
+        cells += (
+            f"<td><b>{_esc(entry['thresholds'][NEW])}</b></td>"
+            f"<td>{_esc(reference) if reference else 'n/a'}</td>"
+            f"<td>{' / '.join(f'{100 * e:.2f}' for e in entry['target_efficiency'])}</td>"
+            f"<td>{' / '.join(_pct(v) for v in new)}</td>"
+            f"<td>{' / '.join(_pct(v) for v in ref)}</td>"
+            f"<td>{' / '.join(changes)}</td>"
+        )
+        rows.append(cells + counts)
     rows.append("</table></div>")
     note = (
         "<p class='note'>Efficiency: the reference's, per iteration, on all test samples "
-        f"combined ({_esc(metrics.get('reference', ''))}); reference cuts: "
-        + _esc(
-            ", ".join(
-                f"{e['cmssw_name']} {e['thresholds'][REFERENCE]}"
-                for e in metrics["working_points"].values()
-                if e["status"] == "ok" and REFERENCE in e["thresholds"]
-            )
-        )
-        + ". The other classifiers' thresholds at the same efficiencies are in metrics.json"
-        f" ({_esc(', '.join(others))}).</p>"
+        f"combined ({_esc(metrics.get('reference', ''))}). The other classifiers' thresholds "
+        f"at the same efficiencies are in metrics.json ({_esc(', '.join(others))}).</p>"
     )
     return "\n".join(rows) + note
 
