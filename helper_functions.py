@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-STAGES = ["all", "load", "balance", "train", "freeze"]
+STAGES = ["all", "load", "balance", "train", "freeze", "evaluate"]
 
 # reco::TrackBase::TrackAlgorithm, the values of trk_algo / trk_originalAlgo.
 ALGORITHMS = {

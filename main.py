@@ -37,44 +37,46 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ star
 
 def main(argv: list[str] | None = None) -> int:
     cfg, args = load_config(argv)
-    run_dir = open_run_dir(cfg, args.run, new=args.run is None and args.stage != "freeze")
+    stage = args.stage
+    fresh = args.run is None and stage not in ("freeze", "evaluate")
+    run_dir = open_run_dir(cfg, args.run, new=fresh)
     write_config(cfg, run_dir / "config.py")
     print(f"Run folder: {run_dir}")
     timer = StageTimer()
     summary: dict[str, Any] = {"run folder": run_dir}
 
-    if args.stage in ("all", "load", "balance", "train"):
+    if stage != "freeze":
         with timer("load"):
             generate_missing_synthetic_samples(cfg)
             tracks = load_tracks(cfg)
-        table = track_table(tracks)
+        summary["tracks"] = track_table(tracks)
         print("Tracks per iteration and sample (true fraction):")
-        print(format_track_table(table))
-        summary["tracks"] = table
-        if args.stage == "load":
+        print(format_track_table(summary["tracks"]))
+        if stage == "load":
             return finish(summary, timer)
 
         with timer("balance"):
             training_tracks = tracks[tracks["sample"].isin(cfg["train_samples"])]
-            balanced = (
-                balance_iterations(
+            if cfg["balance_iterations"]:
+                balanced = balance_iterations(
                     training_tracks,
                     cfg["iterations"],
                     seed=cfg["seed"],
                     balance_true_fake=cfg["balance_true_fake"],
                     max_per_iteration=cfg["max_tracks_per_iteration"],
                 )
-                if cfg["balance_iterations"]
-                else select_iterations(training_tracks, cfg)
-            )
+            else:
+                balanced = select_iterations(training_tracks, cfg)
             train, validation, test = split_by_events(balanced, cfg["split_fractions"], cfg["seed"])
             save_holdout(test, cfg, run_dir)
         summary["splits"] = {"train": len(train), "validation": len(validation), "test": len(test)}
         print(f"Balanced: {len(balanced)} tracks; " + describe_splits(summary["splits"]))
-        if args.stage == "balance":
+        if stage == "balance":
             return finish(summary, timer)
 
-        # TensorFlow is imported only now: loading and balancing never need it.
+    # TensorFlow is imported only from here on: loading and balancing never need it.
+    if stage in ("all", "train"):
+        from evaluation import monitor_callback
         from gpusetter import setup_strategy
         from network.training import train_model
 
@@ -85,26 +87,37 @@ def main(argv: list[str] | None = None) -> int:
             gpu_memory_growth=cfg["gpu_memory_growth"],
             cpu_replicas=cfg["cpu_replicas"],
         )
+        monitor = monitor_callback(tracks, cfg, run_dir)
         with timer("train"):
             model, summary["validation AUC"] = train_model(
-                train, validation, cfg, strategy, run_dir
+                train, validation, cfg, strategy, run_dir, callbacks=[monitor] if monitor else []
             )
-        if args.stage == "train":
+        if stage == "train":
             return finish(summary, timer)
 
-    from model_freeze import freeze_model, freeze_run, load_holdout
+    if stage in ("all", "freeze"):
+        from model_freeze import freeze_model, freeze_run, load_holdout
 
-    with timer("freeze"):
-        if args.stage == "all":
-            report = freeze_model(
-                model, run_dir / "frozen_graph.pb", load_holdout(run_dir), cfg["freeze_tolerance"]
-            )
-        else:
-            report = freeze_run(run_dir, cfg["freeze_tolerance"])
-    summary["frozen graph"] = (
-        f"{report.path} ({report.nodes} nodes; agrees with the Keras model within "
-        f"{report.max_abs_difference:.1e} on {report.checked_tracks} held-out tracks)"
-    )
+        with timer("freeze"):
+            if stage == "all":
+                holdout = load_holdout(run_dir)
+                graph = run_dir / "frozen_graph.pb"
+                report = freeze_model(model, graph, holdout, cfg["freeze_tolerance"])
+            else:
+                report = freeze_run(run_dir, cfg["freeze_tolerance"])
+        summary["frozen graph"] = (
+            f"{report.path} ({report.nodes} nodes; agrees with the Keras model within "
+            f"{report.max_abs_difference:.1e} on {report.checked_tracks} held-out tracks)"
+        )
+        if stage == "freeze":
+            return finish(summary, timer)
+
+    from evaluation import evaluate
+
+    with timer("evaluate"):
+        test_tracks = tracks[tracks["sample"].isin(cfg["test_samples"])]
+        evaluate(train, test_tracks, cfg, run_dir)
+    summary["report"] = run_dir / "report.html"
     return finish(summary, timer)
 
 
@@ -204,6 +217,8 @@ def finish(summary: dict[str, Any], timer: StageTimer) -> int:
         print(f"validation AUC: {summary['validation AUC']:.4f}")
     if "frozen graph" in summary:
         print(f"frozen graph: {summary['frozen graph']}")
+    if "report" in summary:
+        print(f"report: {summary['report']} (metrics.json, working_points.py, plots/ beside it)")
     stages = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in timer.seconds.items())
     print(f"stage times: {stages} (total {sum(timer.seconds.values()):.1f} s)")
     print(f"run folder: {summary['run folder']}")

@@ -102,6 +102,7 @@ def train_model(
     cfg: dict[str, Any],
     strategy: tf.distribute.Strategy,
     run_dir: Path,
+    callbacks: list[keras.callbacks.Callback] | None = None,
 ) -> tuple[keras.Model, float]:
     """Fit the sanitizer bounds, build the model under the strategy, train it.
 
@@ -147,7 +148,8 @@ def train_model(
     )
 
     run_dir = Path(run_dir)
-    callbacks: list[keras.callbacks.Callback] = [
+    callbacks = [
+        *(callbacks or []),
         Checkpoints(run_dir, cfg["checkpoint_every"]),
         keras.callbacks.CSVLogger(str(run_dir / "training_log.csv")),
         keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")),
