@@ -1,54 +1,104 @@
 """Read CMSSW trackingNtuple ROOT files into one pandas DataFrame with one row per track.
 
-    loader = DatasetLoader(max_workers=4)
+    loader = DatasetLoader(max_workers=4, cache_dir="data/cache")
     df = loader.load_samples({"qcd": "data/qcd/", "ttbar": "root://eosuser.cern.ch//eos/.../x.root"})
 
-Columns, in this order:
+Columns, in this order (4 bytes per feature and extra branch, 7 bytes more per track):
     the features (config.features)  float32, named as their branches
     the algo branch (trk_originalAlgo)  uint8
     trk_isTrue                      int8 0/1, from whichever label convention the file uses
     the extra branches (trk_mva)    float32
     event_index                     uint32, unique per event across everything one call loads
-    sample                          categorical, the sample names in the order given
+    sample                          categorical (int8 codes), the sample names in the order given
 
-Only the branches needed are read, with uproot, in worker processes (one task per file); each worker
-converts chunk by chunk to the final dtypes, so no float64 or awkward copy of the whole set exists.
-Bad input raises NtupleError with the file, the problem and the fix; with skip_bad_files=True the
-bad files are warned about and left out instead.
+How a load runs:
+1. Scan: each file is opened and checked (tree, branches, label convention), and its tracks are
+   counted per cluster from the basket headers of the algo branch, without decompressing anything.
+2. The parent sizes every column once, as one .npy file each: in the cache entry being written,
+   or without a cache in /dev/shm (memory; the temporary folder when /dev/shm is missing or full).
+3. Decode: the work is split into entry ranges on cluster boundaries, so one large file also keeps
+   every worker busy. A worker decompresses one basket at a time and converts it straight into its
+   rows of the shared columns, in the final dtype: no per-file frames, no concatenation, nothing
+   shipped through pipes, no float64 copy.
+4. The parent memory-maps the columns (copy-on-write: changing the DataFrame never changes the
+   cache) and wraps them in the DataFrame without copying.
+
+The cache (cache_dir): one entry per set of inputs, `<cache_dir>/tracks-<key>/`, holding the
+columns as plain .npy files (numpy.load(..., mmap_mode="r") reads them anywhere) and
+manifest.json. The key covers the files (and their samples), the tree path, the branches, the
+label rule and LOADER_VERSION; the manifest also records each file's size and modification time
+and an xxh3-64 checksum of every column slice. The next load of the same inputs maps the columns
+and checks sizes and checksums (at memory speed): nothing is decoded. A changed input file, a
+truncated or corrupt column, or a missing manifest is reported with a CacheWarning that says why,
+and the entry is rebuilt. Entries are written under a temporary name and renamed when complete.
+Old entries are not deleted automatically: the cache folder can be removed at any time.
+
+Remote files: root:// URLs are read through fsspec-xrootd (pip install fsspec-xrootd; it needs
+the XRootD Python bindings, PyPI package `xrootd`), with one vector read per decode task. A
+cached remote file is keyed by the size and modification time the server reports.
 
 The label: a file with `trk_isTrue` uses it; otherwise a track is true when its `trk_simTrkIdx`
 (std::vector<std::vector<int>>) entry is non-empty. uproot only reads that branch as generic
 objects, so we read its raw bytes as a flat int32 array per event instead and walk the
-[size, indices...] records to get each track's number of matches (see _matches_per_track).
-On a 2.8M-track file this takes 0.27 s (10 M tracks/s, most of it decompression) against 0.97 s
-for uproot's AwkwardForth path + ak.num(axis=2) and ~25 s for library="np".
+[size, indices...] records to get each track's number of matches (see _inner_sizes).
 
 Workers are not forked from the caller, which may run threads (TensorFlow) and deadlock a fork:
 they come from multiprocessing's "forkserver" (or "spawn"), so a script calling the loader needs
-the usual `if __name__ == "__main__":` guard.
+the usual `if __name__ == "__main__":` guard. Each worker is one busy thread: uproot decompresses
+in the calling thread (TrivialExecutor) and numpy's element-wise operations are single-threaded;
+the only other thread reads the file ahead.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import dataclasses
 import glob
+import hashlib
+import json
+import math
+import multiprocessing.connection
 import os
+import queue
+import secrets
+import shutil
 import struct
+import sys
+import tempfile
+import threading
 import time
 import warnings
-from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from multiprocessing import get_all_start_methods, get_context
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import awkward as ak
 import numpy as np
-import pandas as pd
 import uproot
+import xxhash
 from tqdm import tqdm
+from uproot.models.TBasket import Model_TBasket
+from uproot.source.cursor import Cursor
+
+if TYPE_CHECKING:  # pandas is imported when the DataFrame is built: workers never need it
+    import pandas as pd
 
 LABEL_COLUMN = "trk_isTrue"
 LABEL_CHOICES = ("auto", "trk_isTrue", "trk_simTrkIdx")
-STEP_BYTES = 100_000_000  # uncompressed branch data a worker reads at once
+# Part of the cache key: bump it whenever the decoded values or the cache layout change.
+LOADER_VERSION = 2
+TASK_BYTES = 32_000_000  # uncompressed branch data of one decode task, at most
+TASKS_PER_WORKER = 8  # smaller tasks when needed, so that every worker stays busy to the end
+
+_CACHE_FORMAT = "trackloader-npy-1"
+_OPEN_FILES = 4  # ROOT files a process keeps open between tasks
+_HEADER_BYTES = 1024  # read for a basket's key and TBasket header (the key holds three names)
+_STAGING = "trackloader-"  # prefix of the folders columns are filled in
+_SHM = "/dev/shm"
 
 # A path, glob, folder or URL, or a list of them.
 Paths = str | os.PathLike | Sequence[str | os.PathLike]
@@ -70,21 +120,56 @@ class NtupleError(Exception):
     """A file or path that cannot be loaded; the message names it, the problem and the fix."""
 
 
-@dataclass
-class FileTracks:
-    """What a worker returns for one file (or an entry range of it).
+class CacheWarning(UserWarning):
+    """A cache entry that cannot be used (stale, truncated, corrupt) or written; says why."""
 
-    Each chunk maps every column to one value per track, in its final dtype, plus "entry": the
-    uint32 entry (event) number in the file of each track. The chunks are not concatenated here,
-    only once into the final columns, to keep one copy of the data at a time.
+
+@dataclass
+class FileScan:
+    """What the scan of one file finds.
+
+    `boundaries` are the entries where a decode task may start or stop (cluster boundaries common
+    to every branch read, from 0 to num_entries); `tracks` the tracks between consecutive ones.
     """
 
-    chunks: list[dict[str, np.ndarray]]
-    num_entries: int  # entries of the whole file, to number events uniquely across files
+    num_entries: int
+    label_branch: str
+    boundaries: np.ndarray
+    tracks: np.ndarray
+    bytes_per_entry: float  # uncompressed bytes of the branches read, per entry
 
     @property
     def num_tracks(self) -> int:
-        return sum(len(chunk["entry"]) for chunk in self.chunks)
+        return int(self.tracks.sum())
+
+
+@dataclass(frozen=True)
+class Task:
+    """Entries [entry_start, entry_stop) of one file, decoded into rows [row_start, row_stop)."""
+
+    file: int  # index in the call's list of files
+    path: str
+    label_branch: str
+    entry_start: int
+    entry_stop: int
+    row_start: int
+    row_stop: int
+    event_offset: int  # added to the entry number to make event_index
+    sample_code: int
+
+
+@dataclass(frozen=True)
+class Columns:
+    """The .npy files of the columns: their folder, length, (name, dtype)s and the byte offset
+    of the data in each file (after the .npy header)."""
+
+    directory: str
+    length: int
+    dtypes: tuple[tuple[str, str], ...]
+    offsets: tuple[int, ...] = ()
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.directory, name + ".npy")
 
 
 class DatasetLoader:
@@ -99,8 +184,11 @@ class DatasetLoader:
         label: str = "auto",
         extra_branches: Sequence[str] = ("trk_mva",),
         skip_bad_files: bool = False,
+        cache_dir: str | os.PathLike | None = None,
+        progress: bool = True,
     ) -> None:
-        """features=None takes config.features."""
+        """features=None takes config.features; cache_dir=None loads without a cache;
+        progress=False hides the progress bars and the cache messages."""
         if label not in LABEL_CHOICES:
             raise ValueError(
                 f"label = {label!r}: the `label` setting must be one of {LABEL_CHOICES}"
@@ -111,15 +199,26 @@ class DatasetLoader:
             features = config.features
         self.max_workers = max(1, int(max_workers))
         self.tree_path = tree_path
-        self.features = list(features)
+        self.features = list(dict.fromkeys(features))
         self.algo_branch = algo_branch
+        reserved = {algo_branch, LABEL_COLUMN, "event_index", "sample"}
+        clashes = [name for name in self.features if name in reserved]
+        if clashes:
+            raise ValueError(
+                f"features {clashes}: these are columns of their own (algo branch, label, "
+                "event_index, sample); remove them from `features` in config.py"
+            )
         self.label = label
         # An extra branch that already is a column would be a duplicate column.
-        taken = {*self.features, algo_branch, LABEL_COLUMN}
+        taken = {*self.features, *reserved}
         self.extra_branches = [b for b in dict.fromkeys(extra_branches) if b not in taken]
         self.skip_bad_files = skip_bad_files
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
+        self.progress = progress
         self.skipped_files: dict[str, str] = {}  # of the last call: path -> why it was skipped
         self.num_files = 0  # files the last call tried to read
+        # Of the last call: "source" ("cache" or "ntuples"), "cache_entry", "tracks", "seconds".
+        self.last_load: dict[str, Any] = {}
 
     def load_into_dataframe(self, paths: Paths, sample: str = "") -> pd.DataFrame:
         """Load the files of one sample: a file, a glob, a folder (its *.root files) or a list."""
@@ -127,6 +226,7 @@ class DatasetLoader:
 
     def load_samples(self, samples: Mapping[str, Paths]) -> pd.DataFrame:
         """Load several named samples with one pool of workers; adds the `sample` column."""
+        start = time.perf_counter()
         if not samples:
             raise ValueError("no samples given")
         files: list[str] = []
@@ -137,22 +237,216 @@ class DatasetLoader:
                 raise ValueError(f"sample {sample!r}: no path given")
             files += sample_files
             file_sample += [code] * len(sample_files)
-
+        sample_names = list(samples)
         self.skipped_files = {}
         self.num_files = len(files)
-        results = self._read_files(files)
-        if self.skipped_files:
-            warnings.warn(
-                f"skipped {len(self.skipped_files)} of {len(files)} files "
-                f"(skip_bad_files=True): {', '.join(self.skipped_files)}",
-                stacklevel=2,
-            )
-        if all(result is None for result in results):
+        self.last_load = {"source": "ntuples", "cache_entry": None}
+
+        entry = None
+        if self.cache_dir is not None:
+            identity = self._identity(files, file_sample, sample_names)
+            entry = CacheEntry(self.cache_dir, identity, files)
+            cached = entry.read(self.skip_bad_files)
+            if cached is not None:
+                arrays, manifest = cached
+                self.skipped_files = dict(manifest["skipped_files"])
+                self._warn_skipped(len(files))
+                seconds = time.perf_counter() - start
+                tracks = int(manifest["num_tracks"])
+                self.last_load.update(source="cache", cache_entry=str(entry.path))
+                self.last_load.update(tracks=tracks, seconds=seconds)
+                self._say(f"{tracks:,} tracks from the cache {entry.path} in {seconds:.2f} s")
+                return _dataframe(arrays, sample_names)
+
+        arrays = self._decode(files, file_sample, entry)
+        self.last_load.update(
+            tracks=len(arrays["event_index"]), seconds=time.perf_counter() - start
+        )
+        return _dataframe(arrays, sample_names)
+
+    # --- decoding ----------------------------------------------------------------------------
+
+    def _decode(
+        self, files: list[str], file_sample: list[int], entry: CacheEntry | None
+    ) -> dict[str, np.ndarray]:
+        """Scan, size the columns, decode every entry range into them; returns them mapped."""
+        options = self._read_options()
+        # Started at once: this process scans and decodes until the first worker is up.
+        pool = _Pool(self.max_workers) if self.max_workers > 1 else None
+        run = pool.run if pool is not None else _run_here
+        columns: Columns | None = None
+        installed = succeeded = False
+        phases: dict[str, float] = {}
+        clock = time.perf_counter()
+        try:
+            scans = self._scan(files, options, run)
+            tasks, num_events, file_rows = self._plan(files, file_sample, scans)
+            length = tasks[-1].row_stop if tasks else 0
+            dtypes = tuple((name, np.dtype(dtype).str) for name, dtype in self._dtypes().items())
+            nbytes = length * sum(np.dtype(dtype).itemsize for _, dtype in dtypes)
+            folder = entry.staging_folder(nbytes) if entry is not None else None
+            columns = _create_columns(folder or _scratch_folder(nbytes), length, dtypes)
+            phases["scan"], clock = time.perf_counter() - clock, time.perf_counter()
+
+            digests = self._run_tasks(tasks, options, columns, run)
+            phases["decode"], clock = time.perf_counter() - clock, time.perf_counter()
+            failed = {task.file for task, digest in zip(tasks, digests, strict=True) if not digest}
+            if failed:  # files that broke while decoding (skip_bad_files=True): drop their rows
+                _forget_open_files()  # no open file descriptors on the columns being cut
+                dropped = [file_rows[index] for index in sorted(failed)]
+                columns = _drop_rows(columns, dropped)
+                splits, column_digests = _digest_columns(columns)
+            else:
+                splits = [[task.row_start, task.row_stop] for task in tasks]
+                column_digests = {name: [digest[name] for digest in digests] for name, _ in dtypes}
+            self._warn_skipped(len(files))
+            if folder is not None:
+                manifest = {
+                    "format": _CACHE_FORMAT,
+                    "identity": entry.identity,
+                    "files": entry.states,
+                    "num_tracks": columns.length,
+                    "num_events": num_events,
+                    "column_bytes": {
+                        name: os.path.getsize(columns.path(name)) for name, _ in dtypes
+                    },
+                    "row_splits": splits,
+                    "xxh3_64": column_digests,
+                    "skipped_files": self.skipped_files,
+                    "decode_seconds": round(phases["decode"], 3),
+                    "written": time.strftime("%Y-%m-%d %H:%M:%S"),
+                }
+                installed = entry.install(columns.directory, manifest)
+                if installed:
+                    columns = dataclasses.replace(columns, directory=str(entry.path))
+                    self.last_load["cache_entry"] = str(entry.path)
+            arrays = _map_columns(columns)
+            phases["finish"] = time.perf_counter() - clock
+            self.last_load["phases"] = phases
+            succeeded = True
+            return arrays
+        finally:
+            if pool is not None:
+                pool.close(wait=succeeded)
+            _forget_open_files()
+            if columns is not None and not installed:
+                # Mapped columns stay valid after their files are removed.
+                shutil.rmtree(columns.directory, ignore_errors=True)
+
+    def _scan(self, files: list[str], options: dict, run: Runner) -> list[FileScan | None]:
+        scans: list[FileScan | None] = [None] * len(files)
+        calls = [_Call(scan_file, (path, options), path) for path in files]
+        with tqdm(
+            total=len(files),
+            unit="file",
+            desc="scanning ntuples",
+            disable=not self.progress or len(files) < 2,
+        ) as bar:
+            for index, result in run(calls):
+                try:
+                    scans[index] = result()
+                except NtupleError as err:
+                    self._bad_file(files[index], err)
+                bar.update()
+        if all(scan is None for scan in scans):
             first = next(iter(self.skipped_files.values()))
             raise NtupleError(
                 f"all {len(files)} files are bad, nothing to load. First one: {first}"
             )
-        return self._assemble(results, file_sample, list(samples))
+        return scans
+
+    def _plan(
+        self, files: list[str], file_sample: list[int], scans: list[FileScan | None]
+    ) -> tuple[list[Task], int, dict[int, tuple[int, int]]]:
+        """Decode tasks of about equal size on cluster boundaries; rows and event numbers."""
+        kept = [index for index, scan in enumerate(scans) if scan is not None]
+        num_events = sum(scans[index].num_entries for index in kept)
+        if num_events > np.iinfo(np.uint32).max:
+            raise NtupleError(
+                f"{num_events:,} events in one call do not fit the uint32 event_index. "
+                "Fix: load fewer files at once."
+            )
+        total_bytes = sum(scans[i].bytes_per_entry * scans[i].num_entries for i in kept)
+        per_task = max(1.0, min(TASK_BYTES, total_bytes / (self.max_workers * TASKS_PER_WORKER)))
+        tasks: list[Task] = []
+        file_rows: dict[int, tuple[int, int]] = {}
+        row = event = 0
+        for index in kept:
+            scan = scans[index]
+            first_row = row
+            ends = np.cumsum(scan.tracks)
+            bounds = scan.boundaries
+            start = 0  # index into bounds
+            for stop in range(1, len(bounds)):
+                size = (bounds[stop] - bounds[start]) * scan.bytes_per_entry
+                if size < per_task and stop < len(bounds) - 1:
+                    continue
+                tracks = int(ends[stop - 1] - (ends[start - 1] if start else 0))
+                if tracks:  # a range without tracks has nothing to write
+                    tasks.append(
+                        Task(
+                            file=index,
+                            path=files[index],
+                            label_branch=scan.label_branch,
+                            entry_start=int(bounds[start]),
+                            entry_stop=int(bounds[stop]),
+                            row_start=row,
+                            row_stop=row + tracks,
+                            event_offset=event,
+                            sample_code=file_sample[index],
+                        )
+                    )
+                row += tracks
+                start = stop
+            file_rows[index] = (first_row, row)
+            event += scan.num_entries
+        return tasks, num_events, file_rows
+
+    def _run_tasks(
+        self, tasks: list[Task], options: dict, columns: Columns, run: Runner
+    ) -> list[dict[str, str] | None]:
+        """Run the decode tasks; each one's column digests, None for those of skipped files."""
+        digests: list[dict[str, str] | None] = [None] * len(tasks)
+        failed: set[int] = set()
+        files = len({task.file for task in tasks})
+        workers = self.max_workers if len(tasks) > 1 else 1
+        with tqdm(
+            total=columns.length,
+            unit="track",
+            unit_scale=True,
+            desc=f"decoding {files} file{'s' * (files != 1)}, {workers} "
+            f"worker{'s' * (workers != 1)}",
+            disable=not self.progress,
+        ) as bar:
+            calls = [_Call(decode_task, (task, options, columns), task.path) for task in tasks]
+            for index, result in run(calls):
+                task = tasks[index]
+                try:
+                    digests[index] = result()
+                except NtupleError as err:
+                    if task.file not in failed:
+                        failed.add(task.file)
+                        self._bad_file(task.path, err)
+                bar.update(task.row_stop - task.row_start)
+        return digests
+
+    def _bad_file(self, path: str, err: NtupleError) -> None:
+        if not self.skip_bad_files:
+            raise err
+        warnings.warn(f"skipping bad file: {err}", stacklevel=4)
+        self.skipped_files[path] = str(err)
+
+    def _warn_skipped(self, num_files: int) -> None:
+        if self.skipped_files:
+            warnings.warn(
+                f"skipped {len(self.skipped_files)} of {num_files} files "
+                f"(skip_bad_files=True): {', '.join(self.skipped_files)}",
+                stacklevel=3,
+            )
+
+    def _say(self, message: str) -> None:
+        if self.progress:
+            print(message, file=sys.stderr)
 
     def _read_options(self) -> dict:
         return {
@@ -163,91 +457,215 @@ class DatasetLoader:
             "extra_branches": self.extra_branches,
         }
 
-    def _read_files(self, files: list[str]) -> list[FileTracks | None]:
-        """Read every file, in worker processes if max_workers > 1; None for a skipped file."""
-        results: list[FileTracks | None] = [None] * len(files)
-        options = self._read_options()
-        start = time.perf_counter()
-        tracks = 0
-        with tqdm(total=len(files), unit="file", desc="reading ntuples") as bar:
-
-            def collect(index: int, get_result) -> None:
-                nonlocal tracks
-                try:
-                    results[index] = get_result()
-                except NtupleError as err:
-                    if not self.skip_bad_files:
-                        raise
-                    warnings.warn(f"skipping bad file: {err}", stacklevel=2)
-                    self.skipped_files[files[index]] = str(err)
-                else:
-                    tracks += results[index].num_tracks
-                rate = tracks / max(time.perf_counter() - start, 1e-9)
-                bar.set_postfix_str(f"{tracks:,} tracks, {rate:,.0f} tracks/s")
-                bar.update()
-
-            if self.max_workers == 1 or len(files) == 1:
-                for index, path in enumerate(files):
-                    collect(index, lambda path=path: read_entries(path, 0, None, **options))
-                return results
-            pool = ProcessPoolExecutor(
-                max_workers=min(self.max_workers, len(files)), mp_context=_worker_context()
-            )
-            try:
-                futures = {
-                    pool.submit(read_entries, path, 0, None, **options): index
-                    for index, path in enumerate(files)
-                }
-                for future in as_completed(futures):
-                    collect(futures[future], future.result)
-            finally:
-                # On an error, do not wait for the other files.
-                pool.shutdown(wait=False, cancel_futures=True)
-        return results
-
-    def _assemble(
-        self, results: list[FileTracks | None], file_sample: list[int], sample_names: list[str]
-    ) -> pd.DataFrame:
-        """Concatenate the files column by column, freeing each file's copy as we go."""
-        kept = [
-            (result, code)
-            for result, code in zip(results, file_sample, strict=True)
-            if result is not None
-        ]
-        offsets = np.cumsum([0] + [result.num_entries for result, _ in kept])
-        if offsets[-1] > np.iinfo(np.uint32).max:
-            raise NtupleError(
-                f"{offsets[-1]:,} events in one call do not fit the uint32 event_index. "
-                "Fix: load fewer files at once."
-            )
-        pieces = [
-            (chunk, np.uint32(offset), code)
-            for (result, code), offset in zip(kept, offsets[:-1], strict=True)
-            for chunk in result.chunks
-        ]
-        # The leading empty array fixes the dtype, also when no file has any track.
-        codes = np.concatenate(
-            [np.empty(0, np.int16)]
-            + [np.full(len(c["entry"]), code, np.int16) for c, _, code in pieces]
-        )
-        columns = {}
-        for name, dtype in self._column_dtypes().items():
-            columns[name] = np.concatenate(
-                [np.empty(0, dtype)] + [c.pop(name) for c, _, _ in pieces]
-            )
-        columns["event_index"] = np.concatenate(
-            [np.empty(0, np.uint32)] + [c.pop("entry") + offset for c, offset, _ in pieces]
-        )
-        columns["sample"] = pd.Categorical.from_codes(codes, categories=sample_names)
-        return pd.DataFrame(columns, copy=False)
-
-    def _column_dtypes(self) -> dict[str, type]:
+    def _dtypes(self) -> dict[str, type]:
         return {
             **{name: np.float32 for name in self.features},
             self.algo_branch: np.uint8,
             LABEL_COLUMN: np.int8,
             **{name: np.float32 for name in self.extra_branches},
+            "event_index": np.uint32,
+            "sample": np.int8,  # the codes of the categorical column
         }
+
+    def _identity(self, files: list[str], file_sample: list[int], samples: list[str]) -> dict:
+        """What the cache key covers, besides each file's size and modification time."""
+        if len(samples) > np.iinfo(np.int8).max:
+            raise ValueError(f"{len(samples)} samples: at most 127 can be loaded at once")
+        return {
+            "loader_version": LOADER_VERSION,
+            "tree_path": self.tree_path,
+            "features": self.features,
+            "algo_branch": self.algo_branch,
+            "label": self.label,
+            "extra_branches": self.extra_branches,
+            "columns": [[name, np.dtype(dtype).str] for name, dtype in self._dtypes().items()],
+            "samples": samples,
+            "files": [
+                [_absolute(path), code] for path, code in zip(files, file_sample, strict=True)
+            ],
+        }
+
+
+def _dataframe(arrays: dict[str, np.ndarray], sample_names: list[str]) -> pd.DataFrame:
+    """The columns as a DataFrame, without copying them."""
+    import pandas as pd
+
+    columns = dict(arrays)
+    # Our own codes, known to be in range: validate=False keeps them instead of copying.
+    columns["sample"] = pd.Categorical.from_codes(
+        columns.pop("sample"), categories=sample_names, validate=False
+    )
+    return pd.DataFrame(columns, copy=False)
+
+
+@dataclass(frozen=True)
+class _Call:
+    """A worker function call, and the file it reads (to send it where the file is open)."""
+
+    function: Callable
+    args: tuple
+    file: str
+
+
+# run(calls) -> (index, result) as the calls finish, where result() returns or raises.
+Runner = Callable[[list[_Call]], Iterator[tuple[int, Callable[[], Any]]]]
+
+
+def _run_here(calls: list[_Call]) -> Iterator[tuple[int, Callable[[], Any]]]:
+    """Run the calls in this process, in order."""
+    for index, call in enumerate(calls):
+        yield index, lambda call=call: call.function(*call.args)
+
+
+@dataclass(eq=False)
+class _Worker:
+    process: Any
+    connection: Any
+    files: list[str] = dataclasses.field(default_factory=list)  # as its _OPEN, oldest first
+
+    def send(self, index: int, call: _Call) -> None:
+        self.connection.send((index, call.function, call.args))
+        if call.file in self.files:
+            self.files.remove(call.file)
+        self.files = [*self.files, call.file][-_OPEN_FILES:]
+
+
+class _Pool:
+    """Worker processes, each fed through its own pipe, so that the tasks of a file go to the
+    worker that has it open (one TTree parse per file and worker, not per task).
+
+    The workers start in a background thread (the forkserver imports numpy, awkward and uproot
+    once, about half a second); until the first one is up, this process runs the calls itself.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.context = _worker_context()
+        self.lock = threading.Lock()
+        self.ready: list[_Worker] = []
+        self.closing = False
+        self.start_error: BaseException | None = None
+        threading.Thread(target=self._start, name="trackloader-start", daemon=True).start()
+
+    def _start(self) -> None:
+        try:
+            for number in range(self.size):
+                parent_end, child_end = self.context.Pipe()
+                process = self.context.Process(
+                    target=_worker_main,
+                    args=(child_end,),
+                    name=f"trackloader-worker-{number}",
+                    daemon=True,
+                )
+                process.start()
+                child_end.close()
+                with self.lock:
+                    if self.closing:  # the load finished without it
+                        parent_end.send(None)
+                        parent_end.close()
+                        return
+                    self.ready.append(_Worker(process, parent_end))
+        except BaseException as err:  # reported by run(); this process goes on alone meanwhile
+            self.start_error = err
+
+    def run(self, calls: list[_Call]) -> Iterator[tuple[int, Callable[[], Any]]]:
+        pending = list(range(len(calls)))
+        busy: dict[_Worker, int] = {}
+        while pending or busy:
+            with self.lock:
+                workers = list(self.ready)
+            for worker in workers:
+                if worker not in busy and pending:
+                    index = _pick(worker, pending, calls, workers)
+                    pending.remove(index)
+                    worker.send(index, calls[index])
+                    busy[worker] = index
+            if not workers:
+                if self.start_error is not None:
+                    raise RuntimeError(
+                        f"cannot start the worker processes ({self.start_error}). "
+                        "Fix: set max_workers = 1 in config.py."
+                    ) from self.start_error
+                index = pending.pop(0)
+                yield index, lambda call=calls[index]: call.function(*call.args)
+                continue
+            # Poll while workers are still starting, so that they get work as soon as they are up.
+            timeout = None if len(workers) == self.size or self.start_error else 0.05
+            ends = {worker.connection: worker for worker in busy}
+            for end in multiprocessing.connection.wait(list(ends), timeout=timeout):
+                worker = ends[end]
+                index = busy.pop(worker)
+                try:
+                    _, ok, value = end.recv()
+                except (EOFError, OSError):
+                    raise RuntimeError(
+                        f"worker process {worker.process.pid} died (exit code "
+                        f"{worker.process.exitcode}) while reading {calls[index].file}: out of "
+                        "memory? Fix: load fewer files at once or set max_workers lower."
+                    ) from None
+                yield index, (lambda value=value: value) if ok else _raiser(value)
+
+    def close(self, wait: bool) -> None:
+        """Let the workers finish (wait=True) or stop them at once (after an error)."""
+        with self.lock:
+            self.closing = True
+            workers = list(self.ready)
+        for worker in workers:
+            if wait:
+                with contextlib.suppress(OSError):
+                    worker.connection.send(None)
+            else:
+                worker.process.terminate()
+        for worker in workers:
+            worker.process.join(timeout=30)
+            if worker.process.is_alive():
+                worker.process.kill()
+            worker.connection.close()
+
+
+def _pick(worker: _Worker, pending: list[int], calls: list[_Call], workers: list[_Worker]) -> int:
+    """The call to send to an idle worker: one of a file it has open; else one of a file nobody
+    has open; else the last of the file with most calls left, so that two workers sharing a
+    file work from both ends of it."""
+    for index in pending:
+        if calls[index].file in worker.files:
+            return index
+    taken = {file for other in workers for file in other.files}
+    for index in pending:
+        if calls[index].file not in taken:
+            return index
+    left = collections.Counter(calls[index].file for index in pending)
+    busiest = max(left, key=left.__getitem__)
+    return max(index for index in pending if calls[index].file == busiest)
+
+
+def _raiser(error: BaseException) -> Callable[[], Any]:
+    def result() -> Any:
+        raise error
+
+    return result
+
+
+def _worker_main(connection) -> None:
+    """A worker process: run the calls the parent sends, until it sends None."""
+    try:
+        while True:
+            message = connection.recv()
+            if message is None:
+                break
+            index, function, args = message
+            try:
+                reply = (index, True, function(*args))
+            except Exception as err:
+                reply = (index, False, err)
+            try:
+                connection.send(reply)
+            except Exception as err:  # an unpicklable value or exception
+                connection.send((index, False, RuntimeError(f"{type(err).__name__}: {err}")))
+    except (EOFError, KeyboardInterrupt):
+        pass
+    finally:
+        _forget_open_files()
 
 
 def _worker_context():
@@ -258,6 +676,9 @@ def _worker_context():
     context = get_context("forkserver")
     context.set_forkserver_preload([__name__])
     return context
+
+
+# --- paths -------------------------------------------------------------------------------------
 
 
 def expand_paths(paths: Paths) -> list[str]:
@@ -280,7 +701,7 @@ def expand_paths(paths: Paths) -> list[str]:
         elif os.path.isdir(item):
             found = sorted(glob.glob(os.path.join(glob.escape(item), "*.root")))
         else:
-            files.append(item)  # a missing file is reported by the worker, as a bad file
+            files.append(item)  # a missing file is reported by the scan, as a bad file
             continue
         if not found:
             kind = "pattern" if is_pattern else "folder"
@@ -309,126 +730,500 @@ def _list_url(url: str, is_pattern: bool) -> list[str]:
     return sorted(fs.unstrip_protocol(p) for p in found)
 
 
-def read_entries(
+def _absolute(path: str) -> str:
+    return path if "://" in path else os.path.abspath(path)
+
+
+# --- worker side: opening, scanning, decoding --------------------------------------------------
+
+# Per process: the ROOT files open between tasks, the column files of the current load (folder ->
+# name -> file descriptor) and reusable conversion buffers (dtype -> array).
+_OPEN: OrderedDict[tuple[str, str], tuple[Any, Any]] = OrderedDict()
+_COLUMN_FILES: dict[str, dict[str, int]] = {}
+_BUFFERS: dict[np.dtype, np.ndarray] = {}
+
+
+def _open_tree(path: str, tree_path: str):
+    """(file, tree) of a ROOT file, kept open for the next tasks of this process."""
+    key = (path, tree_path)
+    if key in _OPEN:
+        _OPEN.move_to_end(key)
+        return _OPEN[key]
+    options: dict[str, Any] = {
+        "array_cache": None,
+        # Decompress in the calling thread: N workers are N busy threads, not N x cores.
+        "decompression_executor": uproot.source.futures.TrivialExecutor(),
+        "interpretation_executor": uproot.source.futures.TrivialExecutor(),
+    }
+    if "://" not in path:
+        _check_local_file(path)
+        # pread into buffers: memory-mapping would count the whole file in this process's RSS.
+        options.update(handler=uproot.source.file.MultithreadedFileSource, num_workers=1)
+    directory = uproot.open(path, **options)
+    try:
+        tree = _get_tree(directory, path, tree_path)
+    except BaseException:
+        directory.close()
+        raise
+    _OPEN[key] = (tree.file, tree)
+    while len(_OPEN) > _OPEN_FILES:
+        _, (old, _) = _OPEN.popitem(last=False)
+        old.close()
+    return _OPEN[key]
+
+
+def _forget_open_files() -> None:
+    """Close the ROOT and column files this process holds open, and drop its buffers."""
+    while _OPEN:
+        _, (file, _) = _OPEN.popitem()
+        file.close()
+    for descriptors in _COLUMN_FILES.values():
+        for descriptor in descriptors.values():
+            os.close(descriptor)
+    _COLUMN_FILES.clear()
+    _BUFFERS.clear()
+
+
+def _wrap_errors(path: str, where: str, call: Callable):
+    """Every failure as NtupleError with a plain message, which survives the trip back to the
+    parent process (some uproot exceptions do not pickle)."""
+    try:
+        return call()
+    except (NtupleError, MemoryError):
+        raise
+    except Exception as err:
+        raise NtupleError(
+            f"{path}: {where} could not be read ({type(err).__name__}: {err}); it is probably "
+            f"corrupted or truncated. {_BAD_FILE_FIX}"
+        ) from None
+
+
+def scan_file(path: str, options: dict) -> FileScan:
+    """Open and check one file and count its tracks per cluster: the first worker function."""
+    return _wrap_errors(path, "the file", lambda: _scan(path, **options))
+
+
+def _scan(
     path: str,
-    entry_start: int,
-    entry_stop: int | None,
-    *,
     tree_path: str,
     features: Sequence[str],
     algo_branch: str,
     label: str,
     extra_branches: Sequence[str],
-) -> FileTracks:
-    """Read entries [entry_start, entry_stop) of one file: the worker function.
-
-    Every failure comes out as NtupleError with a plain message, which survives the trip back to
-    the parent process (some uproot exceptions do not pickle).
-    """
-    try:
-        return _read_entries(
-            path, entry_start, entry_stop, tree_path, features, algo_branch, label, extra_branches
-        )
-    except (NtupleError, MemoryError):
-        raise
-    except Exception as err:
+) -> FileScan:
+    _, tree = _open_tree(path, tree_path)
+    num_entries = tree.num_entries
+    if num_entries == 0:
         raise NtupleError(
-            f"{path}: could not be read ({type(err).__name__}: {err}); it is probably corrupted "
-            f"or truncated. {_BAD_FILE_FIX}"
-        ) from None
+            f"{path}: tree '{tree_path}' has 0 entries (no events; a failed or empty job?). "
+            "Fix: remove the file from the sample, or set skip_bad_files = True in config.py "
+            "to go on without it."
+        )
+    label_branch = _label_branch(tree, path, label)
+    _check_branches(tree, path, features, algo_branch, label, label_branch, extra_branches)
+    names = [name for name, _, _ in _reads(features, algo_branch, extra_branches, label_branch)]
+    common = {0, num_entries}
+    common.update(tree[algo_branch].entry_offsets)
+    for name in names:
+        common.intersection_update(tree[name].entry_offsets)
+    boundaries = np.array(sorted(common | {0, num_entries}), dtype=np.int64)
+    tracks = _tracks_from_headers(tree[algo_branch], boundaries)
+    if tracks is None:  # a layout the headers do not tell: count by decompressing the branch
+        ends = np.concatenate([[0], np.cumsum(_entry_counts(tree[algo_branch], path))])
+        tracks = ends[boundaries[1:]] - ends[boundaries[:-1]]
+    branch_bytes = sum(int(tree[name].member("fTotBytes")) for name in names)
+    return FileScan(num_entries, label_branch, boundaries, tracks, branch_bytes / num_entries)
 
 
-def _read_entries(
-    path, entry_start, entry_stop, tree_path, features, algo_branch, label, extra_branches
-) -> FileTracks:
-    if "://" not in path:
-        _check_local_file(path)
-    with uproot.open(path, array_cache=None) as file:
-        tree = _get_tree(file, path, tree_path)
-        num_entries = tree.num_entries
-        if num_entries == 0:
-            raise NtupleError(
-                f"{path}: tree '{tree_path}' has 0 entries (no events; a failed or empty job?). "
-                "Fix: remove the file from the sample, or set skip_bad_files = True in config.py "
-                "to go on without it."
-            )
-        label_branch = _label_branch(tree, path, label)
-        _check_branches(tree, path, features, algo_branch, label, label_branch, extra_branches)
-
-        # The simTrkIdx label is read on its own, the rest in one call.
-        branches = list(dict.fromkeys([*features, algo_branch, *extra_branches]))
-        if label_branch == "trk_isTrue":
-            branches.append(label_branch)
-        entry_stop = num_entries if entry_stop is None else min(entry_stop, num_entries)
-        # From the branches' uncompressed totals: uproot's num_entries_for reads every basket's key.
-        read = dict.fromkeys([*branches, label_branch])
-        branch_bytes = sum(tree[name].member("fTotBytes") for name in read)
-        step = max(1, int(STEP_BYTES * num_entries / max(branch_bytes, 1)))
-
-        chunks = []
-        for start in range(entry_start, entry_stop, step):
-            stop = min(start + step, entry_stop)
-            chunks.append(_read_chunk(tree, path, start, stop, branches, label_branch, algo_branch))
-
-    return FileTracks(chunks=chunks, num_entries=num_entries)
+def _jagged_layout(interpretation) -> tuple[int, np.dtype] | None:
+    """(header bytes per entry, element dtype) of a branch of numbers per entry, else None."""
+    if interpretation == _VECTOR_VECTOR_INT:
+        return 10, np.dtype(">i4")  # the words of _VECTOR_VECTOR_INT_WORDS
+    if not isinstance(interpretation, uproot.AsJagged):
+        return None
+    content = interpretation.content
+    if type(content) is not uproot.AsDtype:
+        return None
+    dtype = content.from_dtype
+    if dtype.kind not in "biuf" or dtype.names is not None or dtype.subdtype is not None:
+        return None
+    return interpretation.header_bytes, dtype
 
 
-def _read_chunk(tree, path, start, stop, branches, label_branch, algo_branch) -> dict:
-    """One chunk of entries, converted to the final dtypes at once."""
-    arrays = tree.arrays(branches, entry_start=start, entry_stop=stop, library="ak", how=dict)
-    counts = ak.to_numpy(ak.num(arrays[algo_branch]))  # tracks per event
-    out = {}
-    for name in branches:
-        values = _per_track(arrays.pop(name), counts, path, name)
-        if name == label_branch:  # trk_isTrue
-            out[LABEL_COLUMN] = (values != 0).astype(np.int8)
-        elif name == algo_branch:
-            # reco::TrackBase::TrackAlgorithm is < 47; check before the cast to uint8.
-            if len(values) and (values.min() < 0 or values.max() > 255):
-                raise NtupleError(
-                    f"{path}: branch '{name}' has values outside 0-255, not track algorithms. "
-                    "Fix: set `algo_branch` in config.py to trk_originalAlgo."
+def _tracks_from_headers(branch, boundaries: np.ndarray) -> np.ndarray | None:
+    """Tracks between the boundaries, from the branch's basket headers alone: a basket of E
+    entries holds (data bytes - E x header) / itemsize values. None if that cannot be used."""
+    layout = _jagged_layout(branch.interpretation)
+    if layout is None or branch.interpretation == _VECTOR_VECTOR_INT:
+        return None
+    header, dtype = layout
+    file = branch.file
+    try:
+        parts = branch.entries_to_ranges_or_baskets(0, branch.num_entries)
+        ranges = [
+            (int(start), int(min(stop, start + _HEADER_BYTES)))
+            for _, part in parts
+            if isinstance(part, tuple)
+            for start, stop in [part]
+        ]
+        chunks = iter(file.source.chunks(ranges, notifications=queue.Queue()) if ranges else [])
+        offsets = branch.entry_offsets
+        per_basket = []
+        for number, part in parts:
+            if isinstance(part, tuple):
+                context = {"basket_num": number, "read_basket": False}
+                part = Model_TBasket.read(
+                    next(chunks), Cursor(part[0]), context, file, file, branch
                 )
-            out[name] = values.astype(np.uint8)
+            entries = part.num_entries
+            values, rest = divmod(part.border - header * entries, dtype.itemsize)
+            if entries != offsets[number + 1] - offsets[number] or values < 0 or rest:
+                return None
+            per_basket.append(values)
+    except Exception:  # an unusual basket (long key, no header): the caller decompresses instead
+        return None
+    ends = np.concatenate([[0], np.cumsum(per_basket, dtype=np.int64)])
+    where = np.searchsorted(offsets, boundaries)
+    if not np.array_equal(np.asarray(offsets)[np.minimum(where, len(offsets) - 1)], boundaries):
+        return None
+    return ends[where[1:]] - ends[where[:-1]]
+
+
+def _entry_counts(branch, path: str) -> np.ndarray:
+    """Tracks per entry of the algo branch, by reading it."""
+    array = branch.array(library="ak")
+    if array.ndim != 2:
+        raise NtupleError(
+            f"{path}: branch '{branch.name}' (the algo branch, `algo_branch`) does not hold one "
+            "value per track. Fix: set `algo_branch` in config.py to trk_originalAlgo."
+        )
+    return ak.to_numpy(ak.num(array)).astype(np.int64)
+
+
+def _reads(
+    features: Sequence[str], algo_branch: str, extra_branches: Sequence[str], label_branch: str
+) -> list[tuple[str, str, str]]:
+    """(branch, column, kind) of everything a task reads, the algo branch first: its per-event
+    counts are the reference the other branches are checked against."""
+    reads = [(algo_branch, algo_branch, "algo")]
+    reads += [(name, name, "float") for name in features]
+    label_kind = "flag" if label_branch == "trk_isTrue" else "matches"
+    reads.append((label_branch, LABEL_COLUMN, label_kind))
+    reads += [(name, name, "float") for name in extra_branches]
+    return reads
+
+
+def decode_task(task: Task, options: dict, columns: Columns) -> dict[str, str]:
+    """Decode one entry range into its rows of the shared columns: the second worker function.
+
+    Returns the xxh3-64 digest of every column's rows, for the cache manifest.
+    """
+    where = f"entries {task.entry_start}-{task.entry_stop}"
+    return _wrap_errors(task.path, where, lambda: _decode(task, columns, **options))
+
+
+def _decode(
+    task: Task,
+    columns: Columns,
+    tree_path: str,
+    features: Sequence[str],
+    algo_branch: str,
+    label: str,
+    extra_branches: Sequence[str],
+) -> dict[str, str]:
+    _, tree = _open_tree(task.path, tree_path)
+    rows = _Rows(columns, task.row_start)
+    reads = _reads(features, algo_branch, extra_branches, task.label_branch)
+    baskets = _Baskets([tree[name] for name, _, _ in reads], task.entry_start, task.entry_stop)
+    counts = None  # tracks per entry, from the algo branch
+    for name, column, kind in reads:
+        if kind == "matches":
+            _decode_matches(tree[name], baskets, task, counts, rows.writer(column))
         else:
-            out[name] = values.astype(np.float32, copy=False)
-    if label_branch != "trk_isTrue":
-        matches = _matches_per_track(tree[label_branch], start, stop, counts, path)
-        out[LABEL_COLUMN] = (matches > 0).astype(np.int8)
-    out["entry"] = np.repeat(np.arange(start, stop, dtype=np.uint32), counts)
+            counts = _decode_branch(tree[name], baskets, task, counts, rows.writer(column), kind)
+        baskets.release(tree[name])
+    entries = np.arange(task.entry_start, task.entry_stop, dtype=np.uint32)
+    rows.write("event_index", np.repeat(entries + np.uint32(task.event_offset), counts))
+    rows.write("sample", np.full(len(rows), task.sample_code, dtype=np.int8))
+    return rows.digests(task)
+
+
+class _Rows:
+    """Writes one task's rows of every column in order, with pwrite (cheaper than filling fresh
+    pages of a shared mapping), and hashes them on the way for the cache manifest."""
+
+    def __init__(self, columns: Columns, row_start: int) -> None:
+        descriptors = _COLUMN_FILES.get(columns.directory)
+        if descriptors is None:
+            _forget_column_files()
+            descriptors = {
+                name: os.open(columns.path(name), os.O_WRONLY) for name, _ in columns.dtypes
+            }
+            _COLUMN_FILES[columns.directory] = descriptors
+        self.columns = columns
+        self.descriptors = descriptors
+        self.dtypes = {name: np.dtype(dtype) for name, dtype in columns.dtypes}
+        self.offsets = dict(zip(self.dtypes, columns.offsets, strict=True))
+        self.start = row_start
+        self.rows = dict.fromkeys(self.dtypes, row_start)
+        self.hashes = {name: xxhash.xxh3_64() for name in self.dtypes}
+
+    def __len__(self) -> int:
+        return max(self.rows.values()) - self.start
+
+    def write(self, name: str, values: np.ndarray) -> None:
+        if values.dtype != self.dtypes[name] or not values.flags.c_contiguous:
+            raise TypeError(
+                f"column {name} takes contiguous {self.dtypes[name]}, not {values.dtype}"
+            )
+        data = memoryview(values).cast("B")
+        position = self.offsets[name] + self.rows[name] * values.itemsize
+        while data:
+            written = os.pwrite(self.descriptors[name], data, position)
+            self.hashes[name].update(data[:written])
+            data, position = data[written:], position + written
+        self.rows[name] += len(values)
+
+    def writer(self, name: str) -> Callable[[np.ndarray], None]:
+        return lambda values: self.write(name, values)
+
+    def digests(self, task: Task) -> dict[str, str]:
+        for row in self.rows.values():
+            if row != task.row_stop:  # every column got exactly the task's rows
+                raise NtupleError(_inconsistent(task, row - task.row_start, len(self)))
+        return {name: digest.hexdigest() for name, digest in self.hashes.items()}
+
+
+def _forget_column_files() -> None:
+    for descriptors in _COLUMN_FILES.values():
+        for descriptor in descriptors.values():
+            os.close(descriptor)
+    _COLUMN_FILES.clear()
+
+
+def _buffer(dtype: np.dtype | type, size: int) -> np.ndarray:
+    """A reused array of `size` elements: no fresh pages to fault in for every basket."""
+    dtype = np.dtype(dtype)
+    array = _BUFFERS.get(dtype)
+    if array is None or len(array) < size:
+        array = _BUFFERS[dtype] = np.empty(max(size, 1 << 16), dtype=dtype)
+    return array[:size]
+
+
+def _digest(array: np.ndarray) -> str:
+    return xxhash.xxh3_64_hexdigest(np.ascontiguousarray(array).view(np.uint8))
+
+
+class _Baskets:
+    """The baskets of some branches over an entry range, requested at once (one vector read for
+    a remote file, read ahead by uproot's reader thread for a local one) and decompressed one at
+    a time as they are used."""
+
+    def __init__(self, branches: list, entry_start: int, entry_stop: int) -> None:
+        self.parts: dict[str, list] = {}
+        ranges = []
+        for branch in branches:
+            parts = branch.entries_to_ranges_or_baskets(entry_start, entry_stop)
+            self.parts[branch.name] = parts
+            ranges += [
+                (int(a), int(b)) for _, part in parts if isinstance(part, tuple) for a, b in [part]
+            ]
+        self.chunks = {}
+        if ranges:
+            file = branches[0].file
+            self.chunks = dict(
+                zip(ranges, file.source.chunks(ranges, notifications=queue.Queue()), strict=True)
+            )
+
+    def __call__(self, branch) -> Iterator[Model_TBasket]:
+        for number, part in self.parts[branch.name]:
+            if isinstance(part, tuple):
+                chunk = self.chunks[(int(part[0]), int(part[1]))]
+                file = branch.file
+                context = {"basket_num": number}
+                yield Model_TBasket.read(chunk, Cursor(int(part[0])), context, file, file, branch)
+            else:
+                yield part  # embedded in the TBranch: already in memory
+
+    def release(self, branch) -> None:
+        for _, part in self.parts.pop(branch.name, []):
+            if isinstance(part, tuple):
+                self.chunks.pop((int(part[0]), int(part[1])), None)
+
+
+class _NoOffsets(Exception):
+    """A basket without entry offsets: the generic reading handles it."""
+
+
+def _jagged_values(
+    branch, baskets: _Baskets, start: int, stop: int, header: int, dtype: np.dtype, path: str
+) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+    """(first entry, end entry, values, values per entry) of each basket's part in [start, stop).
+
+    The values stay in the file's (big-endian) dtype: the caller converts them once, straight
+    into the output. Per-entry headers (ROOT's 10 bytes before each std::vector) are cut out with
+    one boolean mask over units of gcd(header, itemsize) bytes.
+    """
+    size = dtype.itemsize
+    for basket in baskets(branch):
+        basket_start, basket_stop = basket.entry_start_stop
+        first, end = max(start, basket_start), min(stop, basket_stop)
+        if first >= end:
+            continue
+        offsets = basket.byte_offsets
+        if offsets is None:
+            raise _NoOffsets
+        offsets = offsets[first - basket_start : end - basket_start + 1].astype(np.int64)
+        data = basket.data[offsets[0] : offsets[-1]]
+        offsets -= offsets[0]
+        counts, rest = np.divmod(np.diff(offsets) - header, size)
+        if rest.any() or (counts < 0).any():
+            raise NtupleError(
+                f"{path}: branch '{branch.name}' has entries of an unexpected size for "
+                f"{branch.interpretation}. Fix: produce the ntuple with CMSSW's TrackingNtuple, "
+                "or remove the branch from config.py."
+            )
+        if header:
+            unit = math.gcd(header, size)
+            if (offsets % unit).any():
+                unit = 1
+            keep = np.ones(len(data) // unit, dtype=np.bool_)
+            heads = (offsets[:-1, None] // unit + np.arange(header // unit)).ravel()
+            keep[heads] = False
+            values = data.view(f"u{unit}")[keep].view(dtype)
+        else:
+            values = data.view(dtype)
+        yield first, end, values, counts
+
+
+def _decode_branch(
+    branch,
+    baskets: _Baskets,
+    task: Task,
+    counts: np.ndarray | None,
+    write: Callable[[np.ndarray], None],
+    kind: str,
+) -> np.ndarray:
+    """Write one branch's values of the task; returns the tracks per entry (from this branch if
+    counts is None, else checked against counts)."""
+    start, stop, path = task.entry_start, task.entry_stop, task.path
+    convert = _CONVERTERS[kind]
+    expected = task.row_stop - task.row_start
+    layout = _jagged_layout(branch.interpretation)
+    if layout is not None:
+        try:
+            written = 0
+            parts = []
+            for first, end, values, entry_counts in _jagged_values(
+                branch, baskets, start, stop, *layout, path
+            ):
+                if counts is not None and not np.array_equal(
+                    entry_counts, counts[first - start : end - start]
+                ):
+                    raise NtupleError(_not_per_track(path, branch.name))
+                written += len(values)
+                if written > expected:
+                    raise NtupleError(_inconsistent(task, written, expected))
+                write(convert(values, path, branch.name))
+                parts.append(entry_counts)
+            return counts if counts is not None else np.concatenate(parts)
+        except _NoOffsets:
+            pass
+    # Any other layout: uproot's generic reading, then the same conversion.
+    array = branch.array(entry_start=start, entry_stop=stop, library="ak")
+    if counts is None:
+        if array.ndim != 2:
+            raise NtupleError(
+                f"{path}: branch '{branch.name}' (the algo branch, `algo_branch`) does not hold "
+                "one value per track. Fix: set `algo_branch` in config.py to trk_originalAlgo."
+            )
+        counts = ak.to_numpy(ak.num(array)).astype(np.int64)
+        if counts.sum() != expected:
+            raise NtupleError(_inconsistent(task, int(counts.sum()), expected))
+    write(convert(_per_track(array, counts, path, branch.name), path, branch.name))
+    return counts
+
+
+def _decode_matches(
+    branch, baskets: _Baskets, task: Task, counts: np.ndarray, write: Callable
+) -> None:
+    """The label from trk_simTrkIdx: true when the track's vector of matches is not empty."""
+    sizes = None
+    if branch.interpretation == _VECTOR_VECTOR_INT:
+        words, words_per_entry = [], []
+        for _, _, values, entry_words in _jagged_values(
+            branch, baskets, task.entry_start, task.entry_stop, 10, np.dtype(">i4"), task.path
+        ):
+            words.append(values.astype(np.int32))
+            words_per_entry.append(entry_words)
+        sizes = _inner_sizes(
+            np.concatenate([np.empty(0, np.int32), *words]),
+            np.concatenate([np.empty(0, np.int64), *words_per_entry]),
+            counts,
+        )
+    if sizes is None:  # any other layout: uproot's generic (slower) reading
+        sizes = _matches_per_track(branch, task.entry_start, task.entry_stop, counts, task.path)
+    write(_to_flag(sizes, task.path, branch.name, compare=np.greater))
+
+
+def _to_float(values: np.ndarray, path: str, name: str) -> np.ndarray:
+    out = _buffer(np.float32, len(values))
+    np.copyto(out, values, casting="unsafe")  # byte swap and conversion in one pass
     return out
+
+
+def _to_algo(values: np.ndarray, path: str, name: str) -> np.ndarray:
+    # reco::TrackBase::TrackAlgorithm is < 47; check before the cast to uint8.
+    if len(values) and (values.min() < 0 or values.max() > 255):
+        raise NtupleError(
+            f"{path}: branch '{name}' has values outside 0-255, not track algorithms. "
+            "Fix: set `algo_branch` in config.py to trk_originalAlgo."
+        )
+    out = _buffer(np.uint8, len(values))
+    np.copyto(out, values, casting="unsafe")
+    return out
+
+
+def _to_flag(values: np.ndarray, path: str, name: str, compare=np.not_equal) -> np.ndarray:
+    out = _buffer(np.int8, len(values))
+    compare(values, 0, out=out.view(np.bool_))
+    return out
+
+
+_CONVERTERS = {"float": _to_float, "algo": _to_algo, "flag": _to_flag}
+
+
+def _not_per_track(path: str, name: str) -> str:
+    return (
+        f"{path}: branch '{name}' does not hold one value per track (its length per event "
+        "differs from the algo branch's). Fix: use trk_* per-track branches in config.py."
+    )
+
+
+def _inconsistent(task: Task, found: int, expected: int) -> str:
+    return (
+        f"{task.path}: entries {task.entry_start}-{task.entry_stop} hold {found:,} tracks, but "
+        f"the basket headers announced {expected:,}: the file is inconsistent or corrupted. "
+        f"{_BAD_FILE_FIX}"
+    )
 
 
 def _per_track(array: ak.Array, counts: np.ndarray, path: str, name: str) -> np.ndarray:
     """The flat per-track values of a jagged branch, checked to have one value per track."""
     if array.ndim != 2 or not np.array_equal(ak.to_numpy(ak.num(array)), counts):
-        raise NtupleError(
-            f"{path}: branch '{name}' does not hold one value per track (its length per event "
-            "differs from the algo branch's). Fix: use trk_* per-track branches in config.py."
-        )
+        raise NtupleError(_not_per_track(path, name))
     return ak.to_numpy(ak.flatten(array))
 
 
 def _matches_per_track(branch, start, stop, tracks_per_event, path) -> np.ndarray:
-    """The size of each track's trk_simTrkIdx vector (its number of matched sim particles)."""
-    if branch.interpretation == _VECTOR_VECTOR_INT:
-        words = branch.array(
-            _VECTOR_VECTOR_INT_WORDS, entry_start=start, entry_stop=stop, library="ak"
-        )
-        sizes = _inner_sizes(
-            ak.to_numpy(ak.flatten(words)), ak.to_numpy(ak.num(words)), tracks_per_event
-        )
-        if sizes is not None:
-            return sizes
-    # Any other layout: uproot's generic (slower) reading.
+    """The size of each track's trk_simTrkIdx vector, with uproot's generic reading."""
     nested = branch.array(entry_start=start, entry_stop=stop, library="ak")
-    sizes = ak.to_numpy(ak.flatten(ak.num(nested, axis=2)))
-    if len(sizes) != tracks_per_event.sum():
+    if nested.ndim != 3 or not np.array_equal(ak.to_numpy(ak.num(nested)), tracks_per_event):
         raise NtupleError(
             f"{path}: branch '{branch.name}' does not hold one vector per track. "
             "Fix: produce the ntuple with CMSSW's TrackingNtuple, or set `label` in config.py."
         )
-    return sizes
+    return ak.to_numpy(ak.flatten(ak.num(nested, axis=2)))
 
 
 def _inner_sizes(
@@ -441,8 +1236,8 @@ def _inner_sizes(
     events at once, so the cost grows with the largest event, not with the number of events.
     """
     total = int(tracks_per_event.sum())
-    if len(words) < total:  # every track has at least its size word
-        return None
+    if len(words) < total or len(words_per_event) != len(tracks_per_event):
+        return None  # every track has at least its size word
     ends = np.cumsum(words_per_event)
     # Events with the most tracks first, so the events still walking are always a prefix.
     order = np.argsort(-tracks_per_event, kind="stable")
@@ -460,6 +1255,9 @@ def _inner_sizes(
     if not np.array_equal(position, ends[order]) or (total and sizes.min() < 0):
         return None
     return sizes
+
+
+# --- checks of a file --------------------------------------------------------------------------
 
 
 def _check_local_file(path: str) -> None:
@@ -487,15 +1285,15 @@ def _check_local_file(path: str) -> None:
         )
 
 
-def _get_tree(file, path: str, tree_path: str):
+def _get_tree(directory, path: str, tree_path: str):
     try:
-        tree = file[tree_path]
+        tree = directory[tree_path]
     except uproot.KeyInFileError:
         tree = None
     if not isinstance(tree, uproot.TTree):
         raise NtupleError(
             f"{path}: no TTree '{tree_path}' in the file (it holds: "
-            f"{', '.join(file.keys(cycle=False)) or 'nothing'}). Fix: set `tree_path` in "
+            f"{', '.join(directory.keys(cycle=False)) or 'nothing'}). Fix: set `tree_path` in "
             "config.py to the tree's path in the file (CMSSW writes trackingNtuple/tree), "
             "or check that this is a trackingNtuple."
         )
@@ -541,3 +1339,261 @@ def _check_branches(tree, path, features, algo_branch, label, label_branch, extr
             f"'{tree.object_path.lstrip('/').split(';')[0]}'. Fix: in config.py, {fixes}; "
             "or produce the ntuple with the branch."
         )
+
+
+# --- the columns on disk -----------------------------------------------------------------------
+
+
+def _scratch_folder(nbytes: int) -> str:
+    """A new folder for columns not kept in a cache: /dev/shm (memory) if it has room."""
+    base = tempfile.gettempdir()
+    if os.path.isdir(_SHM) and shutil.disk_usage(_SHM).free > nbytes + 256_000_000:
+        base = _SHM
+    _remove_orphans(Path(base))
+    return tempfile.mkdtemp(prefix=f"{_STAGING}{os.getpid()}-", dir=base)
+
+
+def _remove_orphans(base: Path) -> None:
+    """Remove the column folders of loads whose process died (killed before cleaning up)."""
+    for folder in base.glob(f"{_STAGING}*"):
+        try:
+            pid = int(folder.name[len(_STAGING) :].split("-")[0])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except (ValueError, OSError):
+            continue
+
+
+def _create_columns(directory: str, length: int, dtypes: tuple[tuple[str, str], ...]) -> Columns:
+    """Every column at its final size, as a sparse .npy file the workers fill."""
+    offsets = []
+    for name, dtype in dtypes:
+        path = os.path.join(directory, name + ".npy")
+        if length:
+            array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(length,))
+            offsets.append(array.offset)
+            del array  # unmapped: the workers write with pwrite
+        else:
+            np.save(path, np.empty(0, dtype))
+            offsets.append(0)
+    return Columns(directory, length, dtypes, tuple(offsets))
+
+
+def _map_columns(columns: Columns) -> dict[str, np.ndarray]:
+    """The columns, memory-mapped copy-on-write: writes to them never reach the files."""
+    return {
+        name: np.load(columns.path(name), mmap_mode="c" if columns.length else None)
+        for name, _ in columns.dtypes
+    }
+
+
+def _drop_rows(columns: Columns, ranges: list[tuple[int, int]]) -> Columns:
+    """Remove row ranges from every column file, in place."""
+    keep, position = [], 0
+    for start, stop in sorted(ranges):
+        keep.append((position, start))
+        position = stop
+    keep.append((position, columns.length))
+    length = sum(stop - start for start, stop in keep)
+    step = 1 << 22
+    for name, dtype in columns.dtypes:
+        path = columns.path(name)
+        if columns.length:
+            array = np.load(path, mmap_mode="r+")
+            write = 0
+            for start, stop in keep:
+                for first in range(start, stop, step):
+                    end = min(first + step, stop)
+                    # numpy copies through a buffer where source and target overlap.
+                    array[write : write + end - first] = array[first:end]
+                    write += end - first
+            array.flush()
+            header = array.offset
+            del array
+            _set_npy_length(path, header, np.dtype(dtype), length)
+    return dataclasses.replace(columns, length=length)
+
+
+def _set_npy_length(path: str, header_size: int, dtype: np.dtype, length: int) -> None:
+    """Rewrite a 1-d .npy file's shape in its header (same header size) and cut the file."""
+    header = {
+        "descr": np.lib.format.dtype_to_descr(dtype),
+        "fortran_order": False,
+        "shape": (length,),
+    }
+    with open(path, "r+b") as file:
+        magic = file.read(8)
+        prefix = 10 if magic[6] == 1 else 12  # magic, version, header length (2 or 4 bytes)
+        text = repr(header).ljust(header_size - prefix - 1) + "\n"
+        if len(text) != header_size - prefix:
+            raise RuntimeError(f"{path}: the new .npy header does not fit")
+        file.seek(prefix)
+        file.write(text.encode("latin1"))
+        file.truncate(header_size + length * dtype.itemsize)
+
+
+def _digest_columns(columns: Columns) -> tuple[list[list[int]], dict[str, list[str]]]:
+    """Checksums of every column in fixed row slices (after rows were dropped)."""
+    step = 1 << 24
+    splits = [
+        [start, min(start + step, columns.length)] for start in range(0, columns.length, step)
+    ]
+    arrays = _map_columns(columns)
+    return splits, {
+        name: [_digest(arrays[name][start:stop]) for start, stop in splits]
+        for name, _ in columns.dtypes
+    }
+
+
+# --- the cache ---------------------------------------------------------------------------------
+
+
+def _file_state(path: str) -> dict | None:
+    """Size and modification time of a file or URL; None if it cannot be had (missing file)."""
+    try:
+        if "://" in path:
+            import fsspec
+
+            fs, inner = fsspec.core.url_to_fs(path)
+            info = fs.info(inner)
+            mtime = info.get("mtime", info.get("modified", info.get("LastModified")))
+            return {"size": int(info["size"]), "mtime": str(mtime)}
+        stat = os.stat(path)
+        return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    except (ImportError, OSError, ValueError, KeyError):
+        return None
+
+
+class CacheEntry:
+    """The cache entry of one set of inputs: `<cache_dir>/tracks-<key>/`."""
+
+    def __init__(self, root: Path, identity: dict, files: list[str]) -> None:
+        self.root = root
+        self.identity = identity
+        key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
+        self.path = root / f"tracks-{key}"
+        self.files = files
+        self.states = [_file_state(path) for path in files]
+
+    def read(self, skip_bad_files: bool) -> tuple[dict[str, np.ndarray], dict] | None:
+        """The verified, memory-mapped columns and the manifest; None if there is no entry, or
+        (with a CacheWarning saying why) if it is stale, truncated or corrupt."""
+        if not self.path.exists():
+            return None
+        try:
+            manifest = json.loads((self.path / "manifest.json").read_text())
+            problem = self._stale(manifest, skip_bad_files)
+            if problem is None:
+                return self._verified_columns(manifest), manifest
+        except FileNotFoundError:
+            problem = "its manifest.json is missing (an interrupted write?)"
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            problem = f"it is damaged: {err}"
+        warnings.warn(
+            f"cache entry {self.path} is not used: {problem}. Rebuilding it from the ROOT files.",
+            CacheWarning,
+            stacklevel=3,
+        )
+        return None
+
+    def _stale(self, manifest: dict, skip_bad_files: bool) -> str | None:
+        if manifest.get("format") != _CACHE_FORMAT or manifest.get("identity") != self.identity:
+            return "it was written by another version of the loader"
+        changes = []
+        for path, old, new in zip(self.files, manifest["files"], self.states, strict=True):
+            if old == new:
+                continue
+            if new is None:
+                changes.append(f"{path} cannot be found any more")
+            elif old is None:
+                changes.append(f"{path} exists now")
+            elif old["size"] != new["size"]:
+                changes.append(f"{path} changed size ({old['size']:,} -> {new['size']:,} bytes)")
+            else:
+                changes.append(f"{path} was modified")
+        if changes:
+            more = f" and {len(changes) - 3} more files" if len(changes) > 3 else ""
+            return f"it is stale: {'; '.join(changes[:3])}{more}, since it was written"
+        if manifest["skipped_files"] and not skip_bad_files:
+            return (
+                f"it leaves out {len(manifest['skipped_files'])} bad files "
+                "(written with skip_bad_files=True), which must now be read"
+            )
+        return None
+
+    def _verified_columns(self, manifest: dict) -> dict[str, np.ndarray]:
+        length = manifest["num_tracks"]
+        columns = Columns(str(self.path), length, tuple(map(tuple, self.identity["columns"])))
+        for name, _ in columns.dtypes:
+            size, expected = os.path.getsize(columns.path(name)), manifest["column_bytes"][name]
+            if size != expected:
+                raise ValueError(
+                    f"column file {name}.npy has {size:,} bytes instead of {expected:,} "
+                    "(truncated?)"
+                )
+        arrays = _map_columns(columns)
+        for name, dtype in columns.dtypes:
+            array = arrays[name]
+            if array.dtype != np.dtype(dtype) or array.shape != (length,):
+                raise ValueError(f"column file {name}.npy holds {array.dtype}{array.shape}")
+            for (start, stop), digest in zip(
+                manifest["row_splits"], manifest["xxh3_64"][name], strict=True
+            ):
+                if _digest(array[start:stop]) != digest:
+                    raise ValueError(
+                        f"the checksum of column {name}, rows {start:,}-{stop:,}, does not "
+                        "match (corrupted on disk?)"
+                    )
+        return arrays
+
+    def staging_folder(self, nbytes: int) -> str | None:
+        """A new folder next to the entry to fill; None (with a warning) if there is no room."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            _remove_orphans(self.root)
+            free = shutil.disk_usage(self.root).free
+            if free < nbytes + 256_000_000:
+                warnings.warn(
+                    f"cache folder {self.root} has {free / 1e9:.1f} GB free, the cache of this "
+                    f"load needs {nbytes / 1e9:.1f} GB: loading without writing it. Fix: free "
+                    "space, or set `cache_dir` in config.py to a larger disk.",
+                    CacheWarning,
+                    stacklevel=4,
+                )
+                return None
+            return tempfile.mkdtemp(prefix=f"{_STAGING}{os.getpid()}-", dir=self.root)
+        except OSError as err:
+            warnings.warn(
+                f"cannot write the cache in {self.root} ({err}): loading without it. Fix: set "
+                "`cache_dir` in config.py to a writable folder, or `cache = False`.",
+                CacheWarning,
+                stacklevel=4,
+            )
+            return None
+
+    def install(self, folder: str, manifest: dict) -> bool:
+        """Write the manifest last, then rename the folder into place; False if that fails."""
+        try:
+            with open(os.path.join(folder, "manifest.json"), "w") as file:
+                json.dump(manifest, file, indent=1)
+            old = None
+            if self.path.exists():
+                old = self.root / f"{_STAGING}{os.getpid()}-old-{secrets.token_hex(4)}"
+                os.rename(self.path, old)
+            try:
+                os.rename(folder, self.path)
+            finally:
+                if old is not None:  # processes that still map it keep their data
+                    shutil.rmtree(old, ignore_errors=True)
+        except OSError as err:
+            # E.g. another process installed the same entry meanwhile: ours is dropped.
+            with contextlib.suppress(OSError):
+                if not self.path.exists():
+                    warnings.warn(
+                        f"cannot write the cache entry {self.path} ({err}).",
+                        CacheWarning,
+                        stacklevel=4,
+                    )
+            return False
+        return True

@@ -1,9 +1,14 @@
-"""DatasetLoader against direct uproot reads of the same files, in every layout and compression."""
+"""DatasetLoader against direct uproot reads of the same files: layouts, compressions, entry
+ranges, workers, bad input, remote files. The cache is tested in test_loader_cache.py."""
 
 from __future__ import annotations
 
+import itertools
+import os
 import shutil
 import struct
+import tempfile
+import time
 from pathlib import Path
 
 import awkward as ak
@@ -14,7 +19,7 @@ import uproot
 
 import config
 import dataset_loader
-from dataset_loader import DatasetLoader, NtupleError, expand_paths, read_entries
+from dataset_loader import DatasetLoader, NtupleError, expand_paths
 
 DATA_DIR = Path(__file__).parent / "data"
 IS_TRUE = DATA_DIR / "trackingNtuple_isTrue.root"
@@ -39,7 +44,7 @@ UPROOT_COMPRESSIONS = {
 
 
 def loader(**settings) -> DatasetLoader:
-    return DatasetLoader(**{"max_workers": 1, "features": FEATURES, **settings})
+    return DatasetLoader(**{"max_workers": 1, "features": FEATURES, "progress": False, **settings})
 
 
 def direct_read(path: Path) -> dict[str, np.ndarray]:
@@ -88,11 +93,13 @@ def write_counter_ntuple(
     seed: int = 0,
     drop: tuple[str, ...] = (),
     tree_path: str = "trackingNtuple/tree",
+    counts: np.ndarray | None = None,
 ) -> Path:
     """A trackingNtuple as uproot writes it: counter `ntrk` plus `trk_*` branches as T[]."""
     rng = np.random.default_rng(seed)
-    counts = rng.integers(0, 40, size=25)
-    counts[[0, 7, 24]] = 0  # empty events, also at the end
+    if counts is None:
+        counts = rng.integers(0, 40, size=25)
+        counts[[0, 7, 24]] = 0  # empty events, also at the end
     n = int(counts.sum())
     branches = {}
     for name in [*FEATURES, "trk_mva"]:
@@ -100,7 +107,7 @@ def write_counter_ntuple(
             branches[name] = rng.integers(0, 30, n).astype(np.uint32)
         else:
             branches[name] = rng.normal(0, 10, n).astype(np.float32)
-    branches["trk_pt"][:3] = [4e6, np.nan, 0.0]  # extremes and NaN pass through untouched
+    branches["trk_pt"][:3] = [4e6, np.nan, 0.0][:n]  # extremes and NaN pass through untouched
     branches["trk_originalAlgo"] = rng.choice([4, 5, 7, 22, 23, 24], n).astype(np.uint32)
     branches["trk_isTrue"] = rng.integers(0, 2, n).astype(np.int16)
     trk = ak.zip(
@@ -112,7 +119,7 @@ def write_counter_ntuple(
     )
     with uproot.recreate(path, compression=compression or uproot.ZLIB(1)) as file:
         file.mktree(tree_path, {"trk": trk.type.content, "event": np.uint64})
-        for part in (slice(0, 10), slice(10, None)):  # two baskets per branch
+        for part in (slice(0, 10), slice(10, None)):  # two baskets (clusters) per branch
             events = np.arange(len(counts), dtype=np.uint64)[part]
             file[tree_path].extend({"trk": trk[part], "event": events})
     return path
@@ -181,28 +188,89 @@ def test_inner_sizes_rejects_other_layouts():
     assert dataset_loader._inner_sizes(words, words_per_event, np.array([0, 3])) is None
 
 
-def test_small_chunks_and_entry_ranges(monkeypatch):
-    whole = loader().load_samples({"a": IS_TRUE, "b": SIM_TRK_IDX})
-    chunks = []
-    read_chunk = dataset_loader._read_chunk
-    monkeypatch.setattr(dataset_loader, "STEP_BYTES", 100_000)
+def count_tasks(monkeypatch) -> list:
+    """The decode tasks run in this process (max_workers=1), recorded as they run."""
+    tasks = []
+    decode = dataset_loader.decode_task
     monkeypatch.setattr(
-        dataset_loader, "_read_chunk", lambda *args: chunks.append(args[2]) or read_chunk(*args)
+        dataset_loader, "decode_task", lambda task, *args: tasks.append(task) or decode(task, *args)
     )
-    pd.testing.assert_frame_equal(loader().load_samples({"a": IS_TRUE, "b": SIM_TRK_IDX}), whole)
-    assert len(chunks) > 4  # several chunks per file
+    return tasks
 
-    options = loader()._read_options()
-    part = read_entries(str(SIM_TRK_IDX), 5, 20, **options)
-    expected = whole[(whole["sample"] == "b")].copy()
-    expected["event_index"] -= 30  # the first file's 30 events
-    expected = expected[expected["event_index"].between(5, 19)]
-    got = {name: np.concatenate([chunk[name] for chunk in part.chunks]) for name in part.chunks[0]}
-    np.testing.assert_array_equal(got.pop("entry"), expected["event_index"])
-    assert set(got) == set(COLUMNS[:-2])
-    for name, values in got.items():
-        np.testing.assert_array_equal(values, expected[name], name)
-    assert part.num_entries == 30
+
+def test_entry_ranges_of_clustered_files(clustered_ntuples, monkeypatch):
+    """Files with many clusters split into many entry ranges give the same rows."""
+    paths = [clustered_ntuples[IS_TRUE.name], clustered_ntuples[SIM_TRK_IDX.name]]
+    whole = loader().load_samples({"a": IS_TRUE, "b": SIM_TRK_IDX})
+    tasks = count_tasks(monkeypatch)
+    monkeypatch.setattr(dataset_loader, "TASK_BYTES", 1)  # one task per cluster
+    split = loader().load_samples({"a": paths[0], "b": paths[1]})
+    pd.testing.assert_frame_equal(split, whole)
+    assert len({task.path for task in tasks}) == 2 and len(tasks) > 20
+    # The ranges tile each file's entries and the rows, in order.
+    for path in paths:
+        ranges = [(t.entry_start, t.entry_stop) for t in tasks if t.path == str(path)]
+        assert ranges[0][0] == 0 and ranges[-1][1] == 30
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))
+    assert [t.row_start for t in tasks[1:]] == [t.row_stop for t in tasks[:-1]]
+    assert tasks[-1].row_stop == len(whole)
+
+
+def test_tasks_follow_the_work_size(clustered_ntuples, monkeypatch):
+    """Task size: at most TASK_BYTES, and small enough for TASKS_PER_WORKER per worker."""
+    path = clustered_ntuples[IS_TRUE.name]
+    tasks = count_tasks(monkeypatch)
+    loader().load_into_dataframe(path)
+    assert len(tasks) >= 4  # 8 per worker wanted, on 15 clusters
+    tasks.clear()
+    monkeypatch.setattr(dataset_loader, "TASKS_PER_WORKER", 1)
+    loader().load_into_dataframe(path)
+    assert len(tasks) == 1
+
+
+def test_one_file_two_workers_gives_the_same(clustered_ntuples):
+    path = clustered_ntuples[SIM_TRK_IDX.name]
+    one = loader(max_workers=1).load_into_dataframe(path)
+    two = loader(max_workers=2).load_into_dataframe(path)
+    pd.testing.assert_frame_equal(one, two)
+    assert_same_as_direct_read(two, SIM_TRK_IDX)
+
+
+def test_generic_reading_gives_the_same(clustered_ntuples, monkeypatch):
+    """Layouts the fast paths do not know (basket headers, raw basket decoding) fall back to
+    uproot's generic reading, with the same result."""
+    paths = {"a": clustered_ntuples[IS_TRUE.name], "b": clustered_ntuples[SIM_TRK_IDX.name]}
+    fast = loader().load_samples(paths)
+    monkeypatch.setattr(dataset_loader, "_tracks_from_headers", lambda *args: None)
+    pd.testing.assert_frame_equal(loader().load_samples(paths), fast)
+    monkeypatch.setattr(dataset_loader, "_jagged_layout", lambda *args: None)
+    pd.testing.assert_frame_equal(loader().load_samples(paths), fast)
+
+
+def test_file_without_tracks(tmp_path):
+    path = write_counter_ntuple(tmp_path / "empty_events.root", counts=np.zeros(12, int))
+    df = loader().load_into_dataframe(path, sample="qcd")
+    assert len(df) == 0
+    assert_dtypes(df)
+    both = loader().load_samples({"qcd": [path, IS_TRUE]})
+    assert_same_as_direct_read(both, IS_TRUE, event_offset=12)
+
+
+def test_bytes_per_track_and_no_copies():
+    """4 bytes per float column, 7 more per track; the columns are views of the mapped files."""
+    df = loader().load_into_dataframe(IS_TRUE)
+    floats = len(FEATURES) + 1  # + trk_mva
+    per_column = df.memory_usage(index=False, deep=True)
+    assert per_column.drop("sample").sum() == len(df) * (4 * floats + 6)
+    assert len(df) <= per_column["sample"] <= len(df) + 100  # int8 codes + the category names
+    for name in ["trk_pt", "event_index"]:
+        base = df[name].to_numpy()
+        while base.base is not None and not isinstance(base, np.memmap):
+            base = base.base
+        assert isinstance(base, np.memmap), name
+    # Copy-on-write: changing the frame in place is allowed and stays private.
+    df.loc[0, "trk_pt"] = -1.0
+    assert df["trk_pt"].iloc[0] == -1.0
 
 
 def test_load_samples_sample_column_and_event_index():
@@ -411,3 +479,105 @@ def test_two_workers_give_exactly_the_same_dataframe(tmp_path):
     two = loader(max_workers=2).load_samples(samples)
     pd.testing.assert_frame_equal(one, two)
     assert_dtypes(two)
+
+
+def staging_folders() -> list[Path]:
+    """Column folders of this process left in /dev/shm or the temporary folder."""
+    prefix = f"{dataset_loader._STAGING}{os.getpid()}-"
+    bases = {Path(tempfile.gettempdir()), Path(dataset_loader._SHM)}
+    return [folder for base in bases if base.is_dir() for folder in base.glob(prefix + "*")]
+
+
+def test_file_failing_while_decoding(tmp_path, monkeypatch):
+    """A file that passes the scan but breaks while decoding: an error naming it, or with
+    skip_bad_files its rows are cut out of the columns."""
+    bad = tmp_path / "bad.root"
+    shutil.copy(SIM_TRK_IDX, bad)
+    values = dataset_loader._jagged_values
+
+    def failing(branch, baskets, start, stop, header, dtype, path):
+        if path == str(bad) and branch.name == "trk_dz":
+            raise NtupleError(f"{path}: broken basket (test)")
+        return values(branch, baskets, start, stop, header, dtype, path)
+
+    monkeypatch.setattr(dataset_loader, "_jagged_values", failing)
+    with pytest.raises(NtupleError, match="bad.root: broken basket"):
+        loader().load_into_dataframe([IS_TRUE, bad, SIM_TRK_IDX])
+    assert staging_folders() == []
+
+    skipping = loader(skip_bad_files=True)
+    with pytest.warns(UserWarning) as records:
+        df = skipping.load_samples({"a": [IS_TRUE, bad], "b": SIM_TRK_IDX})
+    messages = [str(record.message) for record in records]
+    assert any("skipping bad file" in m and "broken basket" in m for m in messages)
+    assert any("skipped 1 of 3 files" in message for message in messages)
+    assert set(skipping.skipped_files) == {str(bad)}
+    assert len(df) == 5908 + 4606
+    assert_dtypes(df)
+    assert_same_as_direct_read(df.iloc[:5908], IS_TRUE)
+    # The skipped file's events keep their numbers: event_index stays unique, with a gap.
+    assert_same_as_direct_read(df.iloc[5908:], SIM_TRK_IDX, event_offset=60)
+    assert list(df["sample"].iloc[[0, -1]]) == ["a", "b"]
+    assert staging_folders() == []
+
+
+def sleep_and_pid(seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def test_pool_spreads_one_file_over_every_worker():
+    """Entry ranges of one file go to every worker (and to this process until they are up)."""
+    pool = dataset_loader._Pool(2)
+    try:
+        calls = [dataset_loader._Call(sleep_and_pid, (0.05,), "one.root") for _ in range(40)]
+        pids = [result() for _, result in pool.run(calls)]
+    finally:
+        pool.close(wait=True)
+    assert len(pids) == 40
+    assert len(set(pids) - {os.getpid()}) == 2
+
+
+def test_pick_prefers_open_files_then_new_files_then_steals():
+    worker, pick = dataset_loader._Worker, dataset_loader._pick
+    calls = [dataset_loader._Call(abs, (i,), file) for i, file in enumerate("aaabbc")]
+    has_a, has_b, fresh = worker(None, None, ["a"]), worker(None, None, ["b"]), worker(None, None)
+    workers = [has_a, has_b, fresh]
+    assert pick(has_a, [0, 1, 2, 3, 4, 5], calls, workers) == 0  # a file it has open
+    assert pick(fresh, [1, 2, 3, 4, 5], calls, workers) == 5  # a file nobody has open
+    assert pick(fresh, [1, 2, 3], calls, workers) == 2  # the end of the file with most left
+
+
+def test_worker_errors_in_worker_processes(tmp_path):
+    """Errors raised in a worker process come back as NtupleError, with the file named."""
+    bad = make_truncated(tmp_path)
+    options = loader()._read_options()
+    pool = dataset_loader._Pool(2)
+    try:
+        while len(pool.ready) < 2:  # make sure the workers, not this process, run the calls
+            time.sleep(0.01)
+        calls = [dataset_loader._Call(dataset_loader.scan_file, (str(bad), options), str(bad))]
+        [(_, result)] = list(pool.run(calls))
+        with pytest.raises(NtupleError, match="truncated") as error:
+            result()
+        assert str(bad) in str(error.value)
+    finally:
+        pool.close(wait=True)
+
+
+# --- remote files --------------------------------------------------------------------------
+
+
+def test_xrootd_urls_read_like_local_files(xrootd_server, clustered_ntuples):
+    """root:// URLs through fsspec-xrootd, against a real XRootD server on loopback."""
+    url, export = xrootd_server
+    shutil.copy(clustered_ntuples[SIM_TRK_IDX.name], export / "sim.root")
+    shutil.copy(IS_TRUE, export / "true.root")
+    remote = [f"{url}{export}/sim.root", f"{url}{export}/true.root"]
+    assert remote[0].startswith("root://127.0.0.1:") and "//" in remote[0][7:]
+    local = loader().load_samples({"a": [SIM_TRK_IDX, IS_TRUE]})
+    pd.testing.assert_frame_equal(loader(max_workers=2).load_samples({"a": remote}), local)
+    pd.testing.assert_frame_equal(loader().load_samples({"a": remote}), local)
+    # A folder or pattern URL is listed through fsspec-xrootd.
+    assert expand_paths(f"{url}{export}/") == sorted(remote)
+    assert expand_paths(f"{url}{export}/s*.root") == [remote[0]]
