@@ -1381,11 +1381,47 @@ def _create_columns(directory: str, length: int, dtypes: tuple[tuple[str, str], 
 
 
 def _map_columns(columns: Columns) -> dict[str, np.ndarray]:
-    """The columns, memory-mapped copy-on-write: writes to them never reach the files."""
+    """The columns, memory-mapped copy-on-write (writes to them never reach the files); read
+    into memory instead from a network filesystem, where a mapped file that another machine
+    deletes or rewrites can crash this process (SIGBUS)."""
+    mode = "c" if columns.length and not _network_filesystem(columns.directory) else None
+    # Plain ndarray views (the memmap stays their base): results of operations on them should
+    # not pretend to be memory-mapped.
     return {
-        name: np.load(columns.path(name), mmap_mode="c" if columns.length else None)
+        name: np.load(columns.path(name), mmap_mode=mode).view(np.ndarray)
         for name, _ in columns.dtypes
     }
+
+
+_NETWORK_FILESYSTEMS = (
+    "nfs",
+    "afs",
+    "cifs",
+    "smb",
+    "fuse",
+    "ceph",
+    "lustre",
+    "gpfs",
+    "gluster",
+    "9p",
+)
+
+
+def _network_filesystem(path: str) -> bool:
+    """Whether the folder is on NFS, AFS, EOS/FUSE and the like (Linux's mount table)."""
+    try:
+        with open("/proc/self/mounts") as mounts:
+            table = [line.split()[1:3] for line in mounts if len(line.split()) > 2]
+    except OSError:
+        return False
+    path = os.path.realpath(path)
+    best, kind = "", ""
+    for mount, fstype in table:
+        mount = mount.replace("\\040", " ")
+        inside = path == mount or path.startswith(mount.rstrip("/") + "/")
+        if inside and len(mount) > len(best):
+            best, kind = mount, fstype
+    return kind.startswith(_NETWORK_FILESYSTEMS)
 
 
 def _drop_rows(columns: Columns, ranges: list[tuple[int, int]]) -> Columns:
@@ -1483,13 +1519,17 @@ class CacheEntry:
             return None
         try:
             manifest = json.loads((self.path / "manifest.json").read_text())
-            problem = self._stale(manifest, skip_bad_files)
-            if problem is None:
-                return self._verified_columns(manifest), manifest
         except FileNotFoundError:
             problem = "its manifest.json is missing (an interrupted write?)"
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            problem = f"it is damaged: {err}"
+        except (OSError, ValueError) as err:
+            problem = f"its manifest.json is unreadable ({err})"
+        else:
+            try:
+                problem = self._stale(manifest, skip_bad_files)
+                if problem is None:
+                    return self._verified_columns(manifest), manifest
+            except (OSError, ValueError, KeyError, TypeError) as err:
+                problem = f"it is damaged ({type(err).__name__}: {err})"
         warnings.warn(
             f"cache entry {self.path} is not used: {problem}. Rebuilding it from the ROOT files.",
             CacheWarning,

@@ -571,6 +571,8 @@ def test_worker_errors_in_worker_processes(tmp_path):
 def test_xrootd_urls_read_like_local_files(xrootd_server, clustered_ntuples):
     """root:// URLs through fsspec-xrootd, against a real XRootD server on loopback."""
     url, export = xrootd_server
+    export = Path(tempfile.mkdtemp(dir=export))  # this test's own folder on the server
+    export.chmod(0o755)
     shutil.copy(clustered_ntuples[SIM_TRK_IDX.name], export / "sim.root")
     shutil.copy(IS_TRUE, export / "true.root")
     remote = [f"{url}{export}/sim.root", f"{url}{export}/true.root"]
