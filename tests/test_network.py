@@ -25,7 +25,7 @@ from network import (  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PRODUCTION_GRAPHS = sorted((REPO.parent / "shared" / "cmssw-models").glob("*.pb"))
-ALL_TRANSFORMS = ["none", "abs", "log1p", "abs_log1p", "signed_log1p"]
+ALL_TRANSFORMS = ["none", "abs", "log1p", "abs_log1p", "signed_log1p", "log", "abs_log"]
 
 # Values a real ntuple throws at the network (spec/TRACKING_NTUPLE.md) plus the IEEE specials.
 NASTY = np.array(
@@ -51,6 +51,10 @@ def reference_value(value: float, transform: str, lower: float, upper: float) ->
         t = np.log1p(abs(value))
     elif transform == "signed_log1p":
         t = np.copysign(np.log1p(abs(value)), value) if value != 0 else 0.0
+    elif transform == "log":
+        t = np.log(value) if value > 1e-10 else np.log(1e-10)
+    elif transform == "abs_log":
+        t = np.log(abs(value)) if abs(value) > 1e-10 else np.log(1e-10)
     else:
         raise AssertionError(transform)
     if upper - lower <= 1e-6 * max(abs(lower), abs(upper)):
@@ -126,7 +130,7 @@ def test_sanitizer_constant_feature_gives_zero():
 
 def test_sanitizer_random_garbage_stays_finite_and_in_range():
     rng = np.random.default_rng(1)
-    transforms = [ALL_TRANSFORMS[j % 5] for j in range(29)]
+    transforms = [ALL_TRANSFORMS[j % len(ALL_TRANSFORMS)] for j in range(29)]
     lower = rng.uniform(-5, 0, size=29).astype(np.float32)
     upper = (lower + rng.uniform(0, 10, size=29)).astype(np.float32)
     upper[3] = lower[3]  # one constant column
@@ -395,7 +399,7 @@ def test_layer_config_round_trip():
 # Ops the production graphs use, plus basic ones every TensorFlow 1.x/2.x C++ runtime has.
 BASIC_OPS = {
     "Placeholder", "Const", "Identity", "NoOp", "MatMul", "BiasAdd", "AddV2", "Add", "Sub", "Mul",
-    "RealDiv", "Abs", "Log1p", "Sign", "Maximum", "Minimum", "IsNan", "Select", "SelectV2",
+    "RealDiv", "Abs", "Log", "Log1p", "Sign", "Maximum", "Minimum", "IsNan", "Select", "SelectV2",
     "Greater", "Cast", "Round", "OneHot", "Reshape", "ConcatV2",
     "Rsqrt", "Elu", "Relu", "Sigmoid", "Tanh",
 }  # fmt: skip
@@ -421,7 +425,7 @@ def freeze(model: keras.Model, n_features: int):
 def test_model_freezes_to_old_runtime_ops():
     n = 29
     features = [f"f{i}" for i in range(n)]
-    transforms = {f"f{i}": ALL_TRANSFORMS[i % 5] for i in range(n)}
+    transforms = {f"f{i}": ALL_TRANSFORMS[i % len(ALL_TRANSFORMS)] for i in range(n)}
     rng = np.random.default_rng(6)
     lower = rng.uniform(-3, 0, n).astype(np.float32)
     upper = (lower + rng.uniform(0.5, 5, n)).astype(np.float32)

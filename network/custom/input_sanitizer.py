@@ -27,7 +27,12 @@ TRANSFORMS = {
     "log1p": "log1p(max(x, 0))",
     "abs_log1p": "log1p(|x|)",
     "signed_log1p": "sign(x) * log1p(|x|)",
+    "log": "log(max(x, 1e-10))",
+    "abs_log": "log(max(|x|, 1e-10))",
 }
+# Floor of the log transforms: a zero or negative value lands far below any real one, where the
+# fitted lower bound clips it.
+LOG_FLOOR = 1e-10
 
 # Below this relative width a column is treated as constant (float32 has ~1.2e-7 resolution).
 _RELATIVE_EPSILON = 1e-6
@@ -70,6 +75,10 @@ def _apply_transform_numpy(values: np.ndarray, name: str) -> np.ndarray:
         return np.log1p(np.abs(values))
     if name == "signed_log1p":
         return np.sign(values) * np.log1p(np.abs(values))
+    if name == "log":
+        return np.log(np.maximum(values, LOG_FLOOR))
+    if name == "abs_log":
+        return np.log(np.maximum(np.abs(values), LOG_FLOOR))
     raise ValueError(f"unknown transform {name!r}; allowed: {', '.join(TRANSFORMS)}")
 
 
@@ -215,6 +224,8 @@ class InputSanitizerLayer(keras.layers.Layer):
         t = tf.where(self._masks["log1p"], tf.math.log1p(tf.maximum(x, 0.0)), t)
         t = tf.where(self._masks["abs_log1p"], log1p_abs, t)
         t = tf.where(self._masks["signed_log1p"], tf.sign(x) * log1p_abs, t)
+        t = tf.where(self._masks["log"], tf.math.log(tf.maximum(x, LOG_FLOOR)), t)
+        t = tf.where(self._masks["abs_log"], tf.math.log(tf.maximum(abs_x, LOG_FLOOR)), t)
 
         lower = tf.convert_to_tensor(self.lower)
         upper = tf.convert_to_tensor(self.upper)
