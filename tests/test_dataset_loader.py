@@ -125,6 +125,24 @@ def write_counter_ntuple(
     return path
 
 
+def assert_baskets_read_like_uproot(path: Path) -> None:
+    """Our own basket reading (dataset_loader._read_basket) gives uproot's data and offsets,
+    without leaving any basket to uproot."""
+    tree = uproot.open(path)["trackingNtuple/tree"]
+    names = ["trk_pt", "trk_nPixel", "trk_originalAlgo", "trk_isTrue", "trk_simTrkIdx"]
+    with open(path, "rb") as raw:
+        for branch in [tree[name] for name in names if name in tree]:
+            offsets = branch.entry_offsets
+            for number in range(branch.num_baskets):
+                raw.seek(branch.member("fBasketSeek")[number])
+                data = raw.read(branch.basket_compressed_bytes(number))
+                ours = dataset_loader._read_basket(data, offsets[number], offsets[number + 1])
+                theirs = branch.basket(number)
+                assert ours is not None, (branch.name, number)
+                np.testing.assert_array_equal(ours.data, theirs.data)
+                np.testing.assert_array_equal(ours.byte_offsets, theirs.byte_offsets)
+
+
 def basket_compressions(path: Path) -> set[bytes]:
     """The compression magic ("ZL", "XZ", "L4", "ZS") of every compressed basket in the tree."""
     tree = uproot.open(path)["trackingNtuple/tree"]
@@ -236,11 +254,20 @@ def test_one_file_two_workers_gives_the_same(clustered_ntuples):
     assert_same_as_direct_read(two, SIM_TRK_IDX)
 
 
+def test_zlib_without_libdeflate_gives_the_same(clustered_ntuples, monkeypatch):
+    path = clustered_ntuples[IS_TRUE.name]
+    fast = loader().load_into_dataframe(path)
+    monkeypatch.setattr(dataset_loader, "_libdeflate", None)
+    pd.testing.assert_frame_equal(loader().load_into_dataframe(path), fast)
+
+
 def test_generic_reading_gives_the_same(clustered_ntuples, monkeypatch):
     """Layouts the fast paths do not know (basket headers, raw basket decoding) fall back to
     uproot's generic reading, with the same result."""
     paths = {"a": clustered_ntuples[IS_TRUE.name], "b": clustered_ntuples[SIM_TRK_IDX.name]}
     fast = loader().load_samples(paths)
+    monkeypatch.setattr(dataset_loader, "_read_basket", lambda *args: None)  # uproot's baskets
+    pd.testing.assert_frame_equal(loader().load_samples(paths), fast)
     monkeypatch.setattr(dataset_loader, "_tracks_from_headers", lambda *args: None)
     pd.testing.assert_frame_equal(loader().load_samples(paths), fast)
     monkeypatch.setattr(dataset_loader, "_jagged_layout", lambda *args: None)
@@ -309,6 +336,7 @@ def test_root_written_compressions(root_compressed_ntuples, algorithm):
         path = root_compressed_ntuples[algorithm, name]
         assert type(uproot.open(path).file.compression).__name__ == algorithm
         assert basket_compressions(path) == {magic}  # the baskets really were recompressed
+        assert_baskets_read_like_uproot(path)
         df = loader().load_into_dataframe(path)
         assert_dtypes(df)
         assert_same_as_direct_read(df, path)
@@ -325,6 +353,7 @@ def test_uproot_written_counter_layout(tmp_path, algorithm):
     assert type(file.file.compression).__name__ == algorithm
     assert "ntrk" in file["trackingNtuple/tree"]
     assert file["trackingNtuple/tree"]["trk_pt"].typename == "float[]"
+    assert_baskets_read_like_uproot(path)
     df = loader().load_into_dataframe(path)
     assert_dtypes(df)
     assert_same_as_direct_read(df, path)
