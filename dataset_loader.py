@@ -770,15 +770,16 @@ def _absolute(path: str) -> str:
 
 # --- worker side: opening, scanning, decoding --------------------------------------------------
 
-# Per process: the ROOT files open between tasks, the column files of the current load (folder ->
-# name -> file descriptor) and reusable conversion buffers (dtype -> array).
-_OPEN: OrderedDict[tuple[str, str], tuple[Any, Any]] = OrderedDict()
+# Per process: the ROOT files open between tasks ((path, tree path) -> (uproot file, tree, file
+# descriptor of a local file or None)), the column files of the current load (folder -> name ->
+# file descriptor) and reusable conversion buffers (dtype -> array).
+_OPEN: OrderedDict[tuple[str, str], tuple[Any, Any, int | None]] = OrderedDict()
 _COLUMN_FILES: dict[str, dict[str, int]] = {}
 _BUFFERS: dict[np.dtype, np.ndarray] = {}
 
 
 def _open_tree(path: str, tree_path: str):
-    """(file, tree) of a ROOT file, kept open for the next tasks of this process."""
+    """(file, tree, descriptor) of a ROOT file, kept open for the next tasks of this process."""
     key = (path, tree_path)
     if key in _OPEN:
         _OPEN.move_to_end(key)
@@ -799,18 +800,25 @@ def _open_tree(path: str, tree_path: str):
     except BaseException:
         directory.close()
         raise
-    _OPEN[key] = (tree.file, tree)
+    # Baskets of a local file are read with os.pread: less Python per basket than uproot's
+    # sources (its chunks, futures and reader thread).
+    descriptor = os.open(path, os.O_RDONLY) if "://" not in path else None
+    _OPEN[key] = (tree.file, tree, descriptor)
     while len(_OPEN) > _OPEN_FILES:
-        _, (old, _) = _OPEN.popitem(last=False)
-        old.close()
+        _close(*_OPEN.popitem(last=False)[1])
     return _OPEN[key]
+
+
+def _close(file, tree, descriptor: int | None) -> None:
+    file.close()
+    if descriptor is not None:
+        os.close(descriptor)
 
 
 def _forget_open_files() -> None:
     """Close the ROOT and column files this process holds open, and drop its buffers."""
     while _OPEN:
-        _, (file, _) = _OPEN.popitem()
-        file.close()
+        _close(*_OPEN.popitem()[1])
     for descriptors in _COLUMN_FILES.values():
         for descriptor in descriptors.values():
             os.close(descriptor)
@@ -845,7 +853,7 @@ def _scan(
     label: str,
     extra_branches: Sequence[str],
 ) -> FileScan:
-    _, tree = _open_tree(path, tree_path)
+    _, tree, _ = _open_tree(path, tree_path)
     num_entries = tree.num_entries
     if num_entries == 0:
         raise NtupleError(
@@ -973,10 +981,11 @@ def _decode(
     label: str,
     extra_branches: Sequence[str],
 ) -> dict[str, str]:
-    _, tree = _open_tree(task.path, tree_path)
+    _, tree, descriptor = _open_tree(task.path, tree_path)
     rows = _Rows(columns, task.row_start)
     reads = _reads(features, algo_branch, extra_branches, task.label_branch)
-    baskets = _Baskets([tree[name] for name, _, _ in reads], task.entry_start, task.entry_stop)
+    branches = [tree[name] for name, _, _ in reads]
+    baskets = _Baskets(branches, task.entry_start, task.entry_stop, descriptor)
     counts = None  # tracks per entry, from the algo branch
     for name, column, kind in reads:
         if kind == "matches":
@@ -1067,11 +1076,14 @@ class _Basket(NamedTuple):
 
 
 class _Baskets:
-    """The baskets of some branches over an entry range, requested at once (one vector read for
-    a remote file, read ahead by uproot's reader thread for a local one) and decompressed one at
-    a time as they are used."""
+    """The baskets of some branches over an entry range, read with os.pread from a local file,
+    or requested at once from a remote one (one vector read), and decompressed one at a time as
+    they are used."""
 
-    def __init__(self, branches: list, entry_start: int, entry_stop: int) -> None:
+    def __init__(
+        self, branches: list, entry_start: int, entry_stop: int, descriptor: int | None
+    ) -> None:
+        self.descriptor = descriptor
         self.parts: dict[str, list] = {}
         ranges = []
         for branch in branches:
@@ -1081,24 +1093,29 @@ class _Baskets:
                 (int(a), int(b)) for _, part in parts if isinstance(part, tuple) for a, b in [part]
             ]
         self.chunks = {}
-        if ranges:
-            file = branches[0].file
-            self.chunks = dict(
-                zip(ranges, file.source.chunks(ranges, notifications=queue.Queue()), strict=True)
-            )
+        if ranges and descriptor is None:
+            source = branches[0].file.source
+            chunks = source.chunks(ranges, notifications=queue.Queue())
+            self.chunks = dict(zip(ranges, chunks, strict=True))
 
     def __call__(self, branch) -> Iterator[_Basket]:
         offsets = branch.entry_offsets
         for number, part in self.parts[branch.name]:
             if isinstance(part, tuple):
-                chunk = self.chunks[(int(part[0]), int(part[1]))]
-                basket = _read_basket(chunk.raw_data, offsets[number], offsets[number + 1])
+                start, stop = int(part[0]), int(part[1])
+                if self.descriptor is not None:
+                    raw = os.pread(self.descriptor, stop - start, start)
+                else:
+                    raw = self.chunks[start, stop].raw_data
+                basket = _read_basket(raw, offsets[number], offsets[number + 1])
                 if basket is not None:
                     yield basket
                     continue
-                file = branch.file  # a layout _read_basket leaves to uproot
+                # A layout _read_basket leaves to uproot.
+                chunk = self.chunks.get((start, stop)) or branch.file.source.chunk(start, stop)
                 context = {"basket_num": number}
-                part = Model_TBasket.read(chunk, Cursor(int(part[0])), context, file, file, branch)
+                file = branch.file
+                part = Model_TBasket.read(chunk, Cursor(start), context, file, file, branch)
             # Embedded in the TBranch (already in memory), or read by uproot.
             yield _Basket(part.data, part.byte_offsets, *part.entry_start_stop)
 
