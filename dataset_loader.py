@@ -17,11 +17,14 @@ How a load runs:
 2. The parent sizes every column once, as one .npy file each: in the cache entry being written,
    or without a cache in /dev/shm (memory; the temporary folder when /dev/shm is missing or full).
 3. Decode: the work is split into entry ranges on cluster boundaries, so one large file also keeps
-   every worker busy. A worker decompresses one basket at a time and converts it straight into its
-   rows of the shared columns, in the final dtype: no per-file frames, no concatenation, nothing
-   shipped through pipes, no float64 copy.
+   every worker busy. A worker reads and decompresses one basket at a time (its own ROOT basket
+   reading, with libdeflate for ZLIB when the `deflate` package is installed), converts it to the
+   final dtype and writes it at its rows of the column files with pwrite: no per-file frames, no
+   concatenation, nothing shipped through pipes, no float64 copy.
 4. The parent memory-maps the columns (copy-on-write: changing the DataFrame never changes the
-   cache) and wraps them in the DataFrame without copying.
+   files) and wraps them in the DataFrame without copying.
+Workers get the entry ranges of the files they already have open (one TTree parse per file and
+worker); they start in the background, and this process scans and decodes until they are up.
 
 The cache (cache_dir): one entry per set of inputs, `<cache_dir>/tracks-<key>/`, holding the
 columns as plain .npy files (numpy.load(..., mmap_mode="r") reads them anywhere) and
@@ -30,8 +33,11 @@ label rule and LOADER_VERSION; the manifest also records each file's size and mo
 and an xxh3-64 checksum of every column slice. The next load of the same inputs maps the columns
 and checks sizes and checksums (at memory speed): nothing is decoded. A changed input file, a
 truncated or corrupt column, or a missing manifest is reported with a CacheWarning that says why,
-and the entry is rebuilt. Entries are written under a temporary name and renamed when complete.
-Old entries are not deleted automatically: the cache folder can be removed at any time.
+and the entry is rebuilt. Entries are written under a temporary name and renamed when complete,
+and never modified in place: a DataFrame keeps its data when its entry is replaced or deleted
+(do not edit the files of an entry in place while it is in use). On a network filesystem (NFS,
+AFS, FUSE mounts such as EOS) the columns are read into memory instead of mapped. Old entries
+are not deleted automatically: the cache folder can be removed at any time.
 
 Remote files: root:// URLs are read through fsspec-xrootd (pip install fsspec-xrootd; it needs
 the XRootD Python bindings, PyPI package `xrootd`), with one vector read per decode task. A
@@ -44,9 +50,9 @@ objects, so we read its raw bytes as a flat int32 array per event instead and wa
 
 Workers are not forked from the caller, which may run threads (TensorFlow) and deadlock a fork:
 they come from multiprocessing's "forkserver" (or "spawn"), so a script calling the loader needs
-the usual `if __name__ == "__main__":` guard. Each worker is one busy thread: uproot decompresses
-in the calling thread (TrivialExecutor) and numpy's element-wise operations are single-threaded;
-the only other thread reads the file ahead.
+the usual `if __name__ == "__main__":` guard. Each worker is one busy thread: baskets are read
+and decompressed in the calling thread (uproot too is given TrivialExecutors), and numpy's
+element-wise operations are single-threaded (BLAS is not used), so N workers use N cores.
 """
 
 from __future__ import annotations

@@ -117,8 +117,11 @@ def run_loader(spec: dict) -> dict:
     import pandas  # noqa: F401  (imported by any caller of the loader: not part of the load)
 
     import config
+    import dataset_loader
     from dataset_loader import DatasetLoader
 
+    if spec.get("zlib"):  # inflate ZLIB with the zlib module, as uproot does
+        dataset_loader._libdeflate = None
     loader = DatasetLoader(
         max_workers=spec["workers"],
         features=config.features,
@@ -139,6 +142,7 @@ def run_loader(spec: dict) -> dict:
         "seconds": seconds,
         "touch_seconds": touch,
         "phases": loader.last_load.get("phases"),
+        "processes": loader.last_load.get("processes"),
         "source": loader.last_load["source"],
         "df_bytes": int(df.memory_usage(index=True, deep=True).sum()),
         "columns": len(df.columns),
@@ -366,6 +370,12 @@ def main() -> None:
             "workers": workers,
             "cache_dir": None,
         }
+    runs["loader 1w, no cache, zlib"] = {
+        "kind": "loader",
+        "workers": 1,
+        "cache_dir": None,
+        "zlib": 1,
+    }
 
     results: dict[str, dict] = {}
     print(
@@ -416,6 +426,9 @@ def main() -> None:
                 "peak_memory": r["peak_memory"],
                 "peak_rss_sum": r["peak_rss_sum"],
                 "touch_seconds": r.get("touch_seconds"),
+                "phases": r.get("phases"),
+                "processes": r.get("processes"),
+                "cpu_seconds": r["cpu_seconds"],
                 "others_load": r["others_load"],
             }
         )
