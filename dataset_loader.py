@@ -132,6 +132,10 @@ class NtupleError(Exception):
     """A file or path that cannot be loaded; the message names it, the problem and the fix."""
 
 
+class ColumnWriteError(RuntimeError):
+    """The decoded columns cannot be written (a full disk or /dev/shm); says where."""
+
+
 class CacheWarning(UserWarning):
     """A cache entry that cannot be used (stale, truncated, corrupt) or written; says why."""
 
@@ -837,7 +841,7 @@ def _wrap_errors(path: str, where: str, call: Callable):
     parent process (some uproot exceptions do not pickle)."""
     try:
         return call()
-    except (NtupleError, MemoryError):
+    except (NtupleError, ColumnWriteError, MemoryError):
         raise
     except Exception as err:
         raise NtupleError(
@@ -1036,7 +1040,14 @@ class _Rows:
         data = memoryview(values).cast("B")
         position = self.offsets[name] + self.rows[name] * values.itemsize
         while data:
-            written = os.pwrite(self.descriptors[name], data, position)
+            try:
+                written = os.pwrite(self.descriptors[name], data, position)
+            except OSError as err:  # not a problem of the ROOT file: never skipped
+                raise ColumnWriteError(
+                    f"cannot write the column {name} in {self.columns.directory} ({err}). Fix: "
+                    "free space there, or set `cache_dir` in config.py to a disk with room "
+                    "(without a cache, the columns are written to /dev/shm, i.e. memory)."
+                ) from None
             self.hashes[name].update(data[:written])
             data, position = data[written:], position + written
         self.rows[name] += len(values)

@@ -274,6 +274,16 @@ def test_without_room_or_rights_the_load_goes_on_uncached(samples, cache, monkey
     pd.testing.assert_frame_equal(df, expected)
 
 
+def test_full_disk_is_not_blamed_on_the_files(samples, cache, monkeypatch):
+    def full(descriptor, data, position):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(dataset_loader.os, "pwrite", full)
+    with pytest.raises(dataset_loader.ColumnWriteError, match="No space left.*Fix: free space"):
+        loader(cache, skip_bad_files=True).load_samples(samples)
+    assert entries(cache) == []
+
+
 def test_file_without_tracks_is_cached(cache, tmp_path):
     from test_dataset_loader import write_counter_ntuple
 
