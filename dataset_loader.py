@@ -245,6 +245,8 @@ class DatasetLoader:
         start = time.perf_counter()
         if not samples:
             raise ValueError("no samples given")
+        if len(samples) > np.iinfo(np.int8).max:  # the codes of the `sample` column are int8
+            raise ValueError(f"{len(samples)} samples: at most 127 can be loaded at once")
         files: list[str] = []
         file_sample: list[int] = []
         for code, (sample, sample_paths) in enumerate(samples.items()):
@@ -488,8 +490,6 @@ class DatasetLoader:
 
     def _identity(self, files: list[str], file_sample: list[int], samples: list[str]) -> dict:
         """What the cache key covers, besides each file's size and modification time."""
-        if len(samples) > np.iinfo(np.int8).max:
-            raise ValueError(f"{len(samples)} samples: at most 127 can be loaded at once")
         return {
             "loader_version": LOADER_VERSION,
             "tree_path": self.tree_path,
