@@ -104,7 +104,7 @@ LABEL_CHOICES = ("auto", "trk_isTrue", "trk_simTrkIdx")
 # Part of the cache key: bump it whenever the decoded values or the cache layout change.
 LOADER_VERSION = 2
 TASK_BYTES = 32_000_000  # uncompressed branch data of one decode task, at most
-TASKS_PER_WORKER = 8  # smaller tasks when needed, so that every worker stays busy to the end
+TASKS_PER_WORKER = 16  # smaller tasks when needed, so that every worker stays busy to the end
 
 _CACHE_FORMAT = "trackloader-npy-1"
 _OPEN_FILES = 16  # ROOT files a process keeps open between tasks (~1-6 MB each)

@@ -331,7 +331,7 @@ def main() -> None:
     parser.add_argument("--tracks", type=float, default=4e6, help="tracks to generate (total)")
     parser.add_argument("--files", type=int, default=8, help="files (even: half per sample)")
     parser.add_argument("--compression", default="ZLIB", choices=("ZLIB", "LZMA", "LZ4", "ZSTD"))
-    parser.add_argument("--repeat", type=int, default=2, help="runs per measurement (best kept)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per measurement (best kept)")
     parser.add_argument("--json", default=str(OUTPUT / "bench_loader.json"))
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()

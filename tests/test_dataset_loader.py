@@ -239,7 +239,7 @@ def test_tasks_follow_the_work_size(clustered_ntuples, monkeypatch):
     path = clustered_ntuples[IS_TRUE.name]
     tasks = count_tasks(monkeypatch)
     loader().load_into_dataframe(path)
-    assert len(tasks) >= 4  # 8 per worker wanted, on 15 clusters
+    assert len(tasks) >= 8  # 16 per worker wanted, on 15 clusters
     tasks.clear()
     monkeypatch.setattr(dataset_loader, "TASKS_PER_WORKER", 1)
     loader().load_into_dataframe(path)
