@@ -513,6 +513,12 @@ def main() -> None:
     print()
     for text, ok in checks:
         print(f"{'PASS' if ok else 'FAIL'}  {text}")
+    busiest = max(row["others_load"] for row in rows)
+    if busiest > 0.25:
+        print(
+            f"\nWARNING: other processes kept up to {busiest:.1f} of the {os.cpu_count()} cores "
+            "busy during these runs: the speed figures are not reliable; rerun on a quiet machine."
+        )
 
     report = {
         "machine": {
