@@ -555,16 +555,33 @@ def sleep_and_pid(seconds: float) -> int:
     return os.getpid()
 
 
+def started_pool(size: int) -> dataset_loader._Pool:
+    pool = dataset_loader._Pool(size)
+    deadline = time.monotonic() + 60
+    while len(pool.ready) < size:  # so that the workers, not this process, run the calls
+        assert time.monotonic() < deadline, "the worker processes did not start"
+        time.sleep(0.01)
+    return pool
+
+
 def test_pool_spreads_one_file_over_every_worker():
-    """Entry ranges of one file go to every worker (and to this process until they are up)."""
-    pool = dataset_loader._Pool(2)
+    """Entry ranges of one file go to every worker."""
+    pool = started_pool(2)
     try:
-        calls = [dataset_loader._Call(sleep_and_pid, (0.05,), "one.root") for _ in range(40)]
+        calls = [dataset_loader._Call(sleep_and_pid, (0.05,), "one.root") for _ in range(20)]
         pids = [result() for _, result in pool.run(calls)]
     finally:
         pool.close(wait=True)
-    assert len(pids) == 40
-    assert len(set(pids) - {os.getpid()}) == 2
+    assert len(pids) == 20
+    assert set(pids) == {worker.process.pid for worker in pool.ready}
+
+
+def test_this_process_works_until_the_workers_are_up(monkeypatch):
+    monkeypatch.setattr(dataset_loader._Pool, "_start", lambda self: None)  # never up
+    pool = dataset_loader._Pool(2)
+    calls = [dataset_loader._Call(sleep_and_pid, (0.0,), "one.root") for _ in range(5)]
+    assert [result() for _, result in pool.run(calls)] == [os.getpid()] * 5
+    pool.close(wait=True)
 
 
 def test_pick_prefers_open_files_then_new_files_then_steals():
@@ -581,10 +598,8 @@ def test_worker_errors_in_worker_processes(tmp_path):
     """Errors raised in a worker process come back as NtupleError, with the file named."""
     bad = make_truncated(tmp_path)
     options = loader()._read_options()
-    pool = dataset_loader._Pool(2)
+    pool = started_pool(2)
     try:
-        while len(pool.ready) < 2:  # make sure the workers, not this process, run the calls
-            time.sleep(0.01)
         calls = [dataset_loader._Call(dataset_loader.scan_file, (str(bad), options), str(bad))]
         [(_, result)] = list(pool.run(calls))
         with pytest.raises(NtupleError, match="truncated") as error:
