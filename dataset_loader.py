@@ -78,6 +78,7 @@ import warnings
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
@@ -1684,7 +1685,11 @@ class CacheEntry:
         key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
         self.path = root / f"tracks-{key}"
         self.files = files
-        self.states = [_file_state(path) for path in files]
+        if any("://" in path for path in files):  # one round trip per remote file: in parallel
+            with ThreadPoolExecutor(max_workers=16) as threads:
+                self.states = list(threads.map(_file_state, files))
+        else:
+            self.states = [_file_state(path) for path in files]
 
     def read(self, skip_bad_files: bool) -> tuple[dict[str, np.ndarray], dict] | None:
         """The verified, memory-mapped columns and the manifest; None if there is no entry, or
