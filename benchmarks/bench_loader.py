@@ -7,7 +7,7 @@ The sample is generated once by make_ntuples.py with real ROOT (CMSSW's std::vec
 half ttbar with the trk_simTrkIdx label, half QCD with trk_isTrue, in
 benchmarks/output/ntuples-<tracks>-<files>-<compression>/. Every measurement runs in a fresh
 Python process, on files already in the page cache; this process samples the memory of that
-process and of all its descendants (workers, forkserver) every 20 ms. Measured, in one run:
+process and of all its descendants (workers, forkserver) every 50 ms. Measured, in one run:
 
 - bare uproot read, one process: tree.arrays(the same branches, library="np" and "ak"), plus
   trk_simTrkIdx read as int32 words (what the loader reads of it): the floor;
@@ -276,7 +276,7 @@ def measure(spec: dict) -> dict:
 
     command = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    busy_before = _busy_seconds()
+    busy_before, own_before = _busy_seconds(), _own_seconds()
     wall = time.perf_counter()
     child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     peak = {"pss": 0, "rss": 0}
@@ -295,7 +295,7 @@ def measure(spec: dict) -> dict:
                 except psutil.Error:
                     pass
             peak["pss"], peak["rss"] = max(peak["pss"], pss), max(peak["rss"], rss)
-            time.sleep(0.02)
+            time.sleep(0.05)  # reading smaps costs CPU too: not too often on 2 cores
 
     sampler = threading.Thread(target=sample)
     sampler.start()
@@ -305,7 +305,9 @@ def measure(spec: dict) -> dict:
     if child.returncode != 0:
         raise SystemExit(f"run {spec['kind']} failed:\n{err.decode()[-3000:]}")
     result = json.loads(out.decode().strip().splitlines()[-1])
-    others = max(0.0, _busy_seconds() - busy_before - sum(cpu.values()))
+    # Busy CPU time not spent by the measured processes nor by this one (the sampling).
+    others = _busy_seconds() - busy_before - sum(cpu.values()) - (_own_seconds() - own_before)
+    others = max(0.0, others)
     result.update(
         peak_memory=peak["pss"],
         peak_rss_sum=peak["rss"],
@@ -314,6 +316,11 @@ def measure(spec: dict) -> dict:
         loadavg=os.getloadavg()[0],
     )
     return result
+
+
+def _own_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
 
 
 def _busy_seconds() -> float:
