@@ -172,6 +172,7 @@ def load_tracks(cfg: dict[str, Any]) -> pd.DataFrame:
         label=cfg["label"],
         extra_branches=cfg["extra_branches"],
         skip_bad_files=cfg["skip_bad_files"],
+        cache_dir=cfg["cache_dir"] if cfg["cache"] else None,
     )
     return loader.load_samples({name: cfg["samples"][name] for name in names})
 
