@@ -507,18 +507,20 @@ class DatasetLoader:
 
 
 def _per_process(results: list[dict | None], tasks: list[Task]) -> dict[str, dict]:
-    """Tasks, tracks, wall and CPU seconds of the decoding, per process ("parent": this one)."""
+    """Tasks, tracks, wall and CPU seconds, files opened while decoding, per process ("parent":
+    this one)."""
     processes: dict[str, dict] = {}
     for result, task in zip(results, tasks, strict=True):
         if result:
             name = "parent" if result["pid"] == os.getpid() else str(result["pid"])
             entry = processes.setdefault(
-                name, dict.fromkeys(["tasks", "tracks", "seconds", "cpu"], 0)
+                name, dict.fromkeys(["tasks", "tracks", "seconds", "cpu", "opened"], 0)
             )
             entry["tasks"] += 1
             entry["tracks"] += task.row_stop - task.row_start
             entry["seconds"] += result["seconds"]
             entry["cpu"] += result["cpu"]
+            entry["opened"] += result["opened"]
     return processes
 
 
@@ -787,6 +789,7 @@ def _absolute(path: str) -> str:
 _OPEN: OrderedDict[tuple[str, str], tuple[Any, Any, int | None]] = OrderedDict()
 _COLUMN_FILES: dict[str, dict[str, int]] = {}
 _BUFFERS: dict[np.dtype, np.ndarray] = {}
+_OPENED = [0]  # files opened by this process, for last_load["processes"]
 
 
 def _open_tree(path: str, tree_path: str):
@@ -806,6 +809,7 @@ def _open_tree(path: str, tree_path: str):
         # pread into buffers: memory-mapping would count the whole file in this process's RSS.
         options.update(handler=uproot.source.file.MultithreadedFileSource, num_workers=1)
     directory = uproot.open(path, **options)
+    _OPENED[0] += 1
     try:
         tree = _get_tree(directory, path, tree_path)
     except BaseException:
@@ -972,7 +976,7 @@ def decode_task(task: Task, options: dict, columns: Columns) -> dict[str, Any]:
     Returns the xxh3-64 digest of every column's rows (for the cache manifest), and which
     process took how long (for last_load["processes"]).
     """
-    start, cpu = time.perf_counter(), time.process_time()
+    start, cpu, opened = time.perf_counter(), time.process_time(), _OPENED[0]
     where = f"entries {task.entry_start}-{task.entry_stop}"
     digests = _wrap_errors(task.path, where, lambda: _decode(task, columns, **options))
     return {
@@ -980,6 +984,7 @@ def decode_task(task: Task, options: dict, columns: Columns) -> dict[str, Any]:
         "pid": os.getpid(),
         "seconds": time.perf_counter() - start,
         "cpu": time.process_time() - cpu,
+        "opened": _OPENED[0] - opened,
     }
 
 
