@@ -120,7 +120,10 @@ def test_balancing_warns_about_absent_iteration_and_fails_without_any():
     with pytest.warns(UserWarning, match="jetCoreRegionalStep"):
         balanced = balance_iterations(df, ["initialStep", "jetCoreRegionalStep"])
     assert len(balanced) == 100
-    with pytest.raises(ValueError, match="iterations"):
+    with (
+        pytest.warns(UserWarning, match="tobTecStep"),
+        pytest.raises(ValueError, match="iterations"),
+    ):
         balance_iterations(df, ["tobTecStep"])
 
 
