@@ -236,6 +236,14 @@ def balance_iterations(
     return df.take(np.sort(np.concatenate(keep))).reset_index(drop=True)
 
 
+def select_iterations(
+    df: pd.DataFrame, iterations: list[str], algo_column: str = "trk_originalAlgo"
+) -> pd.DataFrame:
+    """The tracks of the classified iterations, all of them (no balancing), index reset."""
+    algos = [ALGORITHMS[name] for name in iterations]
+    return df[df[algo_column].isin(algos)].reset_index(drop=True)
+
+
 def split_by_events(
     df: pd.DataFrame, fractions: list[float], seed: int = 0, event_column: str = "event_index"
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:

@@ -26,6 +26,7 @@ from helper_functions import (
     balance_iterations,
     format_track_table,
     load_config,
+    select_iterations,
     split_by_events,
     track_table,
     write_config,
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                     max_per_iteration=cfg["max_tracks_per_iteration"],
                 )
             else:
-                balanced = select_iterations(training_tracks, cfg)
+                balanced = select_iterations(training_tracks, cfg["iterations"], cfg["algo_branch"])
             train, validation, test = split_by_events(balanced, cfg["split_fractions"], cfg["seed"])
             save_holdout(test, cfg, run_dir)
         summary["splits"] = {"train": len(train), "validation": len(validation), "test": len(test)}
@@ -175,14 +176,6 @@ def load_tracks(cfg: dict[str, Any]) -> pd.DataFrame:
         cache_dir=cfg["cache_dir"] if cfg["cache"] else None,
     )
     return loader.load_samples({name: cfg["samples"][name] for name in names})
-
-
-def select_iterations(tracks: pd.DataFrame, cfg: dict[str, Any]) -> pd.DataFrame:
-    """Without balancing: the tracks of the classified iterations, all of them."""
-    from helper_functions import ALGORITHMS
-
-    algos = [ALGORITHMS[name] for name in cfg["iterations"]]
-    return tracks[tracks[cfg["algo_branch"]].isin(algos)].reset_index(drop=True)
 
 
 def save_holdout(test: pd.DataFrame, cfg: dict[str, Any], run_dir: Path) -> None:

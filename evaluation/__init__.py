@@ -29,15 +29,14 @@ from evaluation.report import (
     write_report,
     write_working_points,
 )
-from helper_functions import ALGORITHMS
+from helper_functions import select_iterations
 
 __all__ = ["MonitorCallback", "evaluate", "monitor_callback"]
 
 
 def classified_tracks(df: pd.DataFrame, cfg: dict[str, Any]) -> pd.DataFrame:
     """The tracks of the iterations the DNN classifies, index reset."""
-    algos = [ALGORITHMS[name] for name in cfg["iterations"]]
-    return df[df[cfg["algo_branch"]].isin(algos)].reset_index(drop=True)
+    return select_iterations(df, cfg["iterations"], cfg["algo_branch"])
 
 
 def held_out_samples(df: pd.DataFrame, cfg: dict[str, Any]) -> pd.DataFrame:

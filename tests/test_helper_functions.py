@@ -11,6 +11,7 @@ from helper_functions import (
     balance_iterations,
     default_config,
     load_config,
+    select_iterations,
     split_by_events,
     track_table,
     write_config,
@@ -147,3 +148,12 @@ def test_track_table_counts_and_true_fractions():
     assert table.loc[("qcd", "lowPtTripletStep"), "true fraction"] == pytest.approx(0.3)
     assert table.loc[("qcd", "all"), "tracks"] == 200
     assert table.loc[("qcd", "all"), "true fraction"] == pytest.approx(0.6)
+
+
+def test_select_iterations_keeps_every_track_of_the_classified_ones():
+    df = tracks(
+        {"initialStep": (90, 10), "jetCoreRegionalStep": (5, 5), "muonSeededStepInOut": (7, 0)}
+    )
+    selected = select_iterations(df, ["initialStep", "jetCoreRegionalStep"])
+    assert len(selected) == 110
+    assert ALGORITHMS["muonSeededStepInOut"] not in set(selected["trk_originalAlgo"])
