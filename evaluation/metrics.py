@@ -57,6 +57,11 @@ def not_classifiable(n_true: int, n_fake: int) -> str | None:
     return None
 
 
+def not_available(reason: str, n_true: int, n_fake: int) -> dict[str, Any]:
+    """The metrics entry of a classifier that cannot be evaluated here, with the reason."""
+    return {"status": "n/a", "reason": reason, "n_true": n_true, "n_fake": n_fake}
+
+
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:
     """Area under the ROC curve; raises ValueError when one class is missing."""
     labels = np.asarray(labels).astype(bool)
@@ -345,12 +350,7 @@ def sample_metrics(
                 if cuts is not None:
                     totals[name][key] += _pass_counts(s, y, cuts)
             if reason:
-                entry["classifiers"][name] = {
-                    "status": "n/a",
-                    "reason": reason,
-                    "n_true": n_true,
-                    "n_fake": n_fake,
-                }
+                entry["classifiers"][name] = not_available(reason, n_true, n_fake)
                 continue
             entry["classifiers"][name] = {
                 "status": "ok",
@@ -419,12 +419,7 @@ def _all_iterations(
     entry.update({"status": "n/a", "reason": reason} if reason else {"status": "ok"})
     for name, values in scores.items():
         if reason:
-            entry["classifiers"][name] = {
-                "status": "n/a",
-                "reason": reason,
-                "n_true": n_true,
-                "n_fake": n_fake,
-            }
+            entry["classifiers"][name] = not_available(reason, n_true, n_fake)
             continue
         entry["classifiers"][name] = {
             "status": "ok",
