@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import secrets
@@ -965,32 +966,41 @@ def _load_nested_vector_dictionary(ROOT) -> None:
 
     ROOT from PyPI ships none, and TTree does not book such a branch without one (it prints an
     error and leaves the branch out). ACLiC compiles it with the system's C++ compiler, once:
-    the library is cached in ~/.cache/make_ntuples (or $XDG_CACHE_HOME/make_ntuples).
+    the library is cached in ~/.cache/make_ntuples (or $XDG_CACHE_HOME/make_ntuples), one per
+    ROOT installation, because ACLiC links it against the libraries of the environment that
+    built it (ROOT's, numpy's). A cached library that no longer loads is rebuilt.
     """
-    if ROOT.TClass.GetClass("vector<vector<int> >").HasDictionary():
+    names = ("vector<vector<int> >", "vector<vector<float> >")
+    if ROOT.TClass.GetClass(names[0]).HasDictionary():
         return
+    installation = str(Path(ROOT.__file__).resolve().parent)
+    key = hashlib.sha1(installation.encode()).hexdigest()[:12]
     cache_root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "make_ntuples"
-    cache = cache_root / f"root-{ROOT.gROOT.GetVersion()}-nested-vector-dictionary"
+    cache = cache_root / f"root-{ROOT.gROOT.GetVersion()}-{key}-nested-vector-dictionary"
     libraries = sorted(cache.glob("*.so"))
     if libraries:
         ROOT.gInterpreter.AddIncludePath(str(cache))  # the library #includes its source
-        ROOT.gSystem.Load(str(libraries[0]))
-    else:
+        if ROOT.gSystem.Load(str(libraries[0])) < 0:
+            print(
+                f"make_ntuples: the cached dictionary in {cache} does not load; rebuilding it",
+                file=sys.stderr,
+            )
+            shutil.rmtree(cache, ignore_errors=True)
+            libraries = []
+    if not libraries:
         cache_root.mkdir(parents=True, exist_ok=True)
         build = Path(tempfile.mkdtemp(dir=cache_root, prefix=".build-"))
         cwd = os.getcwd()
         os.chdir(build)  # ACLiC writes its sources and library into the working directory
         try:
-            ROOT.gInterpreter.GenerateDictionary(
-                "vector<vector<int> >;vector<vector<float> >", "vector"
-            )
+            ROOT.gInterpreter.GenerateDictionary(";".join(names), "vector")
         finally:
             os.chdir(cwd)
         try:
             os.rename(build, cache)  # atomic: a concurrent build that finished first wins
         except OSError:
             shutil.rmtree(build, ignore_errors=True)
-    for name in ("vector<vector<int> >", "vector<vector<float> >"):
+    for name in names:
         if not ROOT.TClass.GetClass(name).HasDictionary():
             raise RuntimeError(
                 f"ROOT has no dictionary for {name}, needed for the trk_simTrkIdx branches, and "

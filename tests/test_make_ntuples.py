@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 
@@ -163,6 +166,33 @@ def test_root_writer_with_is_true_label_and_lzma(tmp_path):
         assert "trk_simTrkIdx" not in tree
         assert_same_values(tree, counts, arrays)
         np.testing.assert_array_equal(flat(tree, "trk_isTrue"), arrays["trk_isTrue"])
+
+
+def test_a_cached_dictionary_that_no_longer_loads_is_rebuilt(tmp_path, monkeypatch, capfd):
+    """As after the virtual environment that compiled it was deleted: rebuild, never fail."""
+    if importlib.util.find_spec("ROOT") is None:
+        pytest.skip("ROOT is not installed")
+    # Asked of a child, as make_ntuples does: ROOT never shares a process with the tests.
+    ask = "import ROOT, pathlib; print(ROOT.gROOT.GetVersion(), pathlib.Path(ROOT.__file__).parent)"
+    answer = subprocess.run([sys.executable, "-c", ask], capture_output=True, text=True, check=True)
+    version, installation = answer.stdout.split()[-2:]
+    key = hashlib.sha1(str(Path(installation).resolve()).encode()).hexdigest()[:12]
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    stale = tmp_path / "cache/make_ntuples" / f"root-{version}-{key}-nested-vector-dictionary"
+    stale.mkdir(parents=True)
+    (stale / "AutoDict_vector_vector_int_cxx.so").write_bytes(b"\x7fELF linked to a lost venv")
+
+    counts, arrays = generate_events("qcd", 4, seed=2)
+    path = write_ntuple(tmp_path / "qcd.root", counts, arrays, label="trk_simTrkIdx")
+    assert "does not load; rebuilding it" in capfd.readouterr().err
+    libraries = list(stale.glob("*.so"))
+    assert len(libraries) == 1 and libraries[0].read_bytes()[:4] == b"\x7fELF"
+    assert libraries[0].stat().st_size > 1000
+    with uproot.open(path) as file:
+        matches = file[TREE]["trk_simTrkIdx"].array(library="ak")
+        np.testing.assert_array_equal(
+            ak.to_numpy(ak.flatten(matches, axis=None)), arrays["simTrkIdx_flat"]
+        )
 
 
 def test_option_errors_name_the_option():
