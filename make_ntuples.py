@@ -595,8 +595,12 @@ def generate_events(
     loss = 0.015 * np.sqrt(np.cosh(eta)) * (1 + 0.5 * badness)
     outer_pt = pt * np.maximum(1 - loss / p, 0.5)
     outer_pt = np.where(is_electron, outer_pt * rng.uniform(0.4, 0.97, n), outer_pt)
-    outer_pt = outer_pt * np.where(is_true, 1.0, rng.normal(1, 0.03, n) ** 2)  # misfit states
-    inner_pt = pt * (1 - 0.001 / p)
+    # The first- and last-hit states come from the same smoothed fit as the reference one: they
+    # scatter about the helix by about the fit's own precision (the relative pt error), more for
+    # fakes, whose wrong hits pull the fit apart along the track.
+    state_scatter = np.minimum(rel_pt_err, 0.3) * np.where(is_true, 0.5, 1.0) * (1 + 0.5 * badness)
+    outer_pt = outer_pt * np.exp(state_scatter * rng.normal(0, 1, n))
+    inner_pt = pt * (1 - 0.001 / p) * np.exp(0.3 * state_scatter * rng.normal(0, 1, n))
     phi_inner = _bend(phi, q, pt, r_first)
     phi_outer = _bend(phi, q, pt, r_last)
     inner = (inner_pt * np.cos(phi_inner), inner_pt * np.sin(phi_inner), inner_pt * np.sinh(eta))

@@ -365,6 +365,12 @@ def test_no_single_feature_separates_but_a_combination_does(samples):
     x_train, y_train, _ = table(train)
     x_test, y_test, mva = table(test)
     single = [roc_auc_score(y_test, x) for x in x_test.T]
+    # Nor does the consistency of the three momentum states (a hidden near-perfect discriminant
+    # there would make the sample a toy): inner and outer pt relative to the reference pt.
+    pt = x_test[:, config.features.index("trk_pt")]
+    for state in ("trk_inner_pt", "trk_outer_pt"):
+        mismatch = np.abs(np.log(x_test[:, config.features.index(state)] / pt))
+        single.append(roc_auc_score(y_test, np.nan_to_num(mismatch)))
     best_single = max(max(a, 1 - a) for a in single)
     # A plain logistic regression on log-compressed features: no tuning, well below a DNN.
     squash = lambda x: np.sign(x) * np.log1p(np.abs(np.clip(x, -1e6, 1e6)))  # noqa: E731
@@ -390,7 +396,9 @@ def test_kinematics_are_consistent(samples):
     assert np.abs(a["trk_eta"]).max() < 2.5
     assert set(np.unique(a["trk_q"])) == {-1, 1}
     true = a["trk_isTrue"] == 1
-    assert (a["trk_outer_pt"][true] <= a["trk_pt"][true] * (1 + 1e-6)).all()  # energy loss
+    # Energy loss: the outer state has less pt, by about the fit's precision for true tracks.
+    ratio = a["trk_outer_pt"][true] / a["trk_pt"][true]
+    assert np.median(ratio) < 0.995 and (ratio < 1).mean() > 0.8
     # The field bends positive tracks clockwise: phi decreases outwards, more at low pt.
     outer_phi = np.arctan2(a["trk_outer_py"], a["trk_outer_px"])
     dphi = np.angle(np.exp(1j * (outer_phi - a["trk_phi"])))
@@ -430,8 +438,8 @@ def test_impact_parameters_and_vertices(samples):
     has = np.isfinite(nearest) & np.isfinite(a["trk_dzClosestPV"])
     close = np.abs(a["trk_dzClosestPV"][has] - expected[has]) < 1e-3 * (1 + np.abs(expected[has]))
     assert close.mean() > 0.999
-    no_vertex = ~np.isfinite(nearest)
-    assert 0 < no_vertex.mean() < 0.02 and (a["trk_dzClosestPV"][no_vertex] > 9e4).all()
+    no_vertex = ~np.isfinite(nearest)  # whole events, 0.1 %: often none in 600 events
+    assert no_vertex.mean() < 0.02 and (a["trk_dzClosestPV"][no_vertex] > 9e4).all()
     # Displaced iterations reach far out; displacedRegionalStep the farthest.
     algo = arrays["trk_originalAlgo"]
     abs_dxy = {
@@ -444,6 +452,19 @@ def test_impact_parameters_and_vertices(samples):
     # vtxIdx points into the event's vertices.
     assert (arrays["trk_vtxIdx"] >= -1).all()
     assert (arrays["trk_vtxIdx"] < arrays["vtx_counts"][evt]).all()
+
+
+def test_events_without_a_good_vertex(monkeypatch):
+    monkeypatch.setattr(make_ntuples, "FAILED_VERTEX_FRACTION", 0.3)
+    counts, arrays = generate_events("qcd", 40, seed=3)
+    evt = np.repeat(np.arange(len(counts)), counts)
+    vtx_evt = np.repeat(np.arange(len(counts)), arrays["vtx_counts"])
+    # Such an event keeps one vertex, the beam spot with ndof 0, and no track has a good one.
+    failed = vtx_evt[arrays["vtx_ndof"] == 0]
+    assert len(failed) >= 5 and (arrays["vtx_counts"][failed] == 1).all()
+    in_failed = np.isin(evt, failed)
+    assert (arrays["trk_dzClosestPV"][in_failed] > 9e4).all()
+    assert (np.abs(arrays["trk_dzClosestPV"][~in_failed]) < 9e4).mean() > 0.99
 
 
 def test_outliers_nan_and_bookkeeping_are_rare_but_present(samples):
