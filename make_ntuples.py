@@ -965,6 +965,13 @@ def _root_columns(counts: np.ndarray, arrays: dict[str, np.ndarray], label: str)
     return columns
 
 
+def dictionary_cache(root_version: str, root_installation: Path) -> Path:
+    """The folder of the compiled nested-vector dictionary of one ROOT installation."""
+    key = hashlib.sha1(str(Path(root_installation).resolve()).encode()).hexdigest()[:12]
+    cache_root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "make_ntuples"
+    return cache_root / f"root-{root_version}-{key}-nested-vector-dictionary"
+
+
 def _load_nested_vector_dictionary(ROOT) -> None:
     """Load the dictionary of std::vector<std::vector<int/float>>, compiling it the first time.
 
@@ -977,10 +984,8 @@ def _load_nested_vector_dictionary(ROOT) -> None:
     names = ("vector<vector<int> >", "vector<vector<float> >")
     if ROOT.TClass.GetClass(names[0]).HasDictionary():
         return
-    installation = str(Path(ROOT.__file__).resolve().parent)
-    key = hashlib.sha1(installation.encode()).hexdigest()[:12]
-    cache_root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "make_ntuples"
-    cache = cache_root / f"root-{ROOT.gROOT.GetVersion()}-{key}-nested-vector-dictionary"
+    cache = dictionary_cache(ROOT.gROOT.GetVersion(), Path(ROOT.__file__).parent)
+    cache_root = cache.parent
     libraries = sorted(cache.glob("*.so"))
     if libraries:
         ROOT.gInterpreter.AddIncludePath(str(cache))  # the library #includes its source

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import subprocess
 import sys
@@ -176,9 +175,9 @@ def test_a_cached_dictionary_that_no_longer_loads_is_rebuilt(tmp_path, monkeypat
     ask = "import ROOT, pathlib; print(ROOT.gROOT.GetVersion(), pathlib.Path(ROOT.__file__).parent)"
     answer = subprocess.run([sys.executable, "-c", ask], capture_output=True, text=True, check=True)
     version, installation = answer.stdout.split()[-2:]
-    key = hashlib.sha1(str(Path(installation).resolve()).encode()).hexdigest()[:12]
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    stale = tmp_path / "cache/make_ntuples" / f"root-{version}-{key}-nested-vector-dictionary"
+    stale = make_ntuples.dictionary_cache(version, Path(installation))
+    assert stale.is_relative_to(tmp_path / "cache")
     stale.mkdir(parents=True)
     (stale / "AutoDict_vector_vector_int_cxx.so").write_bytes(b"\x7fELF linked to a lost venv")
 
