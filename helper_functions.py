@@ -18,59 +18,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-STAGES = ["all", "load", "balance", "train", "freeze", "evaluate"]
+from cmssw.ntuple import ALGORITHM_NAMES, ALGORITHMS
 
-# reco::TrackBase::TrackAlgorithm, the values of trk_algo / trk_originalAlgo.
-ALGORITHMS = {
-    "undefAlgorithm": 0,
-    "ctf": 1,
-    "duplicateMerge": 2,
-    "cosmics": 3,
-    "initialStep": 4,
-    "lowPtTripletStep": 5,
-    "pixelPairStep": 6,
-    "detachedTripletStep": 7,
-    "mixedTripletStep": 8,
-    "pixelLessStep": 9,
-    "tobTecStep": 10,
-    "jetCoreRegionalStep": 11,
-    "conversionStep": 12,
-    "muonSeededStepInOut": 13,
-    "muonSeededStepOutIn": 14,
-    "outInEcalSeededConv": 15,
-    "inOutEcalSeededConv": 16,
-    "nuclInter": 17,
-    "standAloneMuon": 18,
-    "globalMuon": 19,
-    "cosmicStandAloneMuon": 20,
-    "cosmicGlobalMuon": 21,
-    "highPtTripletStep": 22,
-    "lowPtQuadStep": 23,
-    "detachedQuadStep": 24,
-    "displacedGeneralStep": 25,
-    "displacedRegionalStep": 26,
-    "bTagGhostTracks": 27,
-    "beamhalo": 28,
-    "gsf": 29,
-    "hltPixel": 30,
-    "hltIter0": 31,
-    "hltIter1": 32,
-    "hltIter2": 33,
-    "hltIter3": 34,
-    "hltIter4": 35,
-    "hltIterX": 36,
-    "hiRegitMuInitialStep": 37,
-    "hiRegitMuPixelPairStep": 38,
-    "hiRegitMuMixedTripletStep": 39,
-    "hiRegitMuPixelLessStep": 40,
-    "hiRegitMuDetachedTripletStep": 41,
-    "hiRegitMuonSeededStepInOut": 42,
-    "hiRegitMuonSeededStepOutIn": 43,
-    "hiRegitMuLowPtTripletStep": 44,
-    "hiRegitMuTobTecStep": 45,
-    "algoSize": 46,
-}
-ALGORITHM_NAMES = {value: name for name, value in ALGORITHMS.items()}
+STAGES = ["all", "load", "balance", "train", "freeze", "evaluate"]
 
 
 # ---------------------------------------------------------------------------------------------

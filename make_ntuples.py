@@ -50,7 +50,7 @@ import numpy as np
 import uproot
 from tqdm import tqdm
 
-from helper_functions import ALGORITHMS
+from cmssw.ntuple import ALGORITHMS
 
 TREE_DIR, TREE_NAME = "trackingNtuple", "tree"
 PROCESS_NAMES = ("qcd", "ttbar", "displaced", "zee")

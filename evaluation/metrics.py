@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from helper_functions import ALGORITHMS
+from cmssw.ntuple import ALGORITHMS
 
 LEVELS = ("loose", "tight", "highPurity")
 ALL = "all"  # the key of "all iterations" and of "all test samples combined"

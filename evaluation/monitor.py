@@ -11,9 +11,10 @@ import keras
 import numpy as np
 import pandas as pd
 
+from cmssw.ntuple import ALGORITHMS
 from evaluation.metrics import NEW, REFERENCE, auc, not_classifiable, to_mva
 from evaluation.plots import roc_grid, score_grid
-from helper_functions import ALGORITHMS, write_atomically
+from helper_functions import write_atomically
 
 LABEL = "trk_isTrue"
 

@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
 from tqdm import tqdm
 
+from cmssw.ntuple import ALGORITHMS
 from evaluation.metrics import (
     ALL,
     LEVELS,
@@ -32,7 +33,6 @@ from evaluation.metrics import (
     roc_points,
     thresholds_by_algo,
 )
-from helper_functions import ALGORITHMS
 
 DPI = 72  # small PNGs that still read well at the report's width
 LEVEL_COLORS = {"loose": "#5790fc", "tight": "#f89c20", "highPurity": "#e42536"}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-ALGO_DEPTH = 46  # reco::TrackBase::algoSize
+from cmssw.ntuple import ALGO_DEPTH
 
 
 @keras.saving.register_keras_serializable(package="track_dnn")
