@@ -1,144 +1,21 @@
-"""Small pieces main.py needs: the iteration enum, the configuration, balancing and splitting."""
+"""Small pieces main.py needs: balancing and splitting, stage timings, track tables."""
 
 from __future__ import annotations
 
-import argparse
-import ast
 import contextlib
-import difflib
-import os
-import pprint
 import time
-import types
 import warnings
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from cmssw.ntuple import ALGORITHM_NAMES, ALGORITHMS
+from pipeline.files import write_atomically, write_new_file
+
+__all__ = ["write_atomically", "write_new_file"]  # where the older modules import them from
 
 STAGES = ["all", "load", "balance", "train", "freeze", "evaluate"]
-
-
-# ---------------------------------------------------------------------------------------------
-# Configuration: config.py, then an optional --config file, then command-line overrides
-# ---------------------------------------------------------------------------------------------
-def default_config() -> dict[str, Any]:
-    """The settings of config.py as a plain dict."""
-    import config
-
-    return _settings_of(vars(config))
-
-
-def load_config(argv: list[str] | None = None) -> tuple[dict[str, Any], argparse.Namespace]:
-    """Parse the command line into (settings, pipeline arguments).
-
-    Every setting of config.py is a ``--name VALUE`` option; VALUE is read as a Python literal
-    (``--hidden_layers "[64, 32]"``, ``--batch_norm False``) and falls back to a plain string.
-    With ``--run`` and no ``--config``, the run's own saved config.py is the base.
-    """
-    defaults = default_config()
-    parser = argparse.ArgumentParser(
-        description="Train the CMSSW track classifier DNN: load -> balance -> train -> freeze.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        allow_abbrev=False,
-    )
-    parser.add_argument(
-        "--config", type=Path, help="a Python file of settings overriding config.py"
-    )
-    parser.add_argument("--stage", default="all", choices=STAGES, help="run only this stage")
-    parser.add_argument("--run", type=Path, help="an existing run folder to work in")
-    settings = parser.add_argument_group("settings (config.py)")
-    for name, value in defaults.items():
-        settings.add_argument(
-            f"--{name}", type=_literal, default=None, metavar=type(value).__name__
-        )
-    args = parser.parse_args(argv)
-
-    cfg = dict(defaults)
-    base = args.config
-    if base is None and args.run is not None and (args.run / "config.py").exists():
-        base = args.run / "config.py"
-    if base is not None:
-        cfg.update(_read_config_file(base, defaults))
-    for name in defaults:
-        value = getattr(args, name)
-        if value is not None:
-            cfg[name] = _checked(name, value, defaults, "the command line")
-    return cfg, args
-
-
-def write_config(cfg: dict[str, Any], path: Path) -> None:
-    """Write the settings as a config file that ``--config`` reads back."""
-    lines = ['"""Effective settings of this run: python main.py --config <this file>."""', ""]
-    lines += [
-        f"{name} = {pprint.pformat(value, width=100, sort_dicts=False)}"
-        for name, value in cfg.items()
-    ]
-    write_atomically(path, "\n".join(lines) + "\n")
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write text to a temporary name beside path, then rename: never a half-written file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _settings_of(namespace: dict[str, Any]) -> dict[str, Any]:
-    return {
-        name: value
-        for name, value in namespace.items()
-        if not name.startswith("_")
-        and not callable(value)
-        and not isinstance(value, types.ModuleType)
-    }
-
-
-def _read_config_file(path: Path, defaults: dict[str, Any]) -> dict[str, Any]:
-    if not path.is_file():
-        raise SystemExit(f"--config {path}: no such file. Give the path of a Python settings file.")
-    namespace: dict[str, Any] = {}
-    exec(compile(path.read_text(), str(path), "exec"), namespace)  # a config file is trusted code
-    namespace.pop("__builtins__", None)
-    settings = _settings_of(namespace)
-    return {name: _checked(name, value, defaults, str(path)) for name, value in settings.items()}
-
-
-def _checked(name: str, value: Any, defaults: dict[str, Any], origin: str) -> Any:
-    """Reject unknown settings and values of the wrong kind, naming where they came from."""
-    if name not in defaults:
-        close = difflib.get_close_matches(name, defaults, n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise SystemExit(
-            f"{origin}: unknown setting '{name}'.{hint} Settings are those of config.py."
-        )
-    default = defaults[name]
-    if isinstance(default, bool) or isinstance(value, bool):
-        ok = isinstance(value, bool) == isinstance(default, bool)
-    elif isinstance(default, (int, float)):
-        ok = isinstance(value, (int, float))
-    elif isinstance(default, (list, tuple)):
-        ok = isinstance(value, (list, tuple))
-    else:
-        ok = isinstance(value, type(default))
-    if not ok:
-        raise SystemExit(
-            f"{origin}: setting '{name}' = {value!r} should be of type {type(default).__name__}, "
-            f"like the default {default!r}."
-        )
-    return value
-
-
-def _literal(text: str) -> Any:
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text  # a bare word such as --run_name test or --lr_schedule plateau
 
 
 # ---------------------------------------------------------------------------------------------

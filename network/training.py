@@ -1,8 +1,18 @@
-"""Train the track classifier on the balanced splits, under a tf.distribute strategy."""
+"""Train the track classifier on the balanced splits, under a tf.distribute strategy.
+
+    result = train_model(train, validation, cfg, strategy, run_dir)
+
+The run folder gets model.keras (the best epoch by validation loss), checkpoints/,
+training_log.csv, tensorboard/ and training_state/ (what --resume continues from). A training
+stopped by SIGINT or SIGTERM saves its state at the next batch boundary and raises
+TrainingInterrupted; called again on the same run folder, train_model continues from there, and
+with `deterministic` the logs are those of a training that never stopped.
+"""
 
 from __future__ import annotations
 
-import os
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,88 +22,33 @@ import pandas as pd
 import tensorflow as tf
 from sklearn.metrics import roc_auc_score
 
+from cmssw.ntuple import LABEL
+from network.checkpointing import (
+    BestModel,
+    PeriodicModel,
+    StopRequest,
+    TrainingInterrupted,
+    TrainingState,
+    sync_logs,
+)
 from network.custom.input_sanitizer import fit_sanitizer_bounds, transforms_for_features
+from network.data import TrackData, Trainer, feature_matrix
 from network.model import build_model_from_config
+from pipeline.console import is_terminal
 
-LABEL = "trk_isTrue"
+__all__ = ["TrainingInterrupted", "TrainingResult", "train_model"]
 
-
-def model_inputs(df: pd.DataFrame, cfg: dict[str, Any]) -> dict[str, np.ndarray]:
-    """The two inputs CMSSW feeds: x = the 29 raw features, y = originalAlgo as a float."""
-    return {
-        "x": df[cfg["features"]].to_numpy(np.float32),
-        "y": df[cfg["algo_branch"]].to_numpy(np.float32).reshape(-1, 1),
-    }
+STEPS_PER_EXECUTION = 32  # training steps per call into TensorFlow: less Python per batch
 
 
-def make_dataset(
-    inputs: dict[str, np.ndarray],
-    labels: np.ndarray,
-    batch_size: int,
-    shuffle: bool = False,
-    seed: int = 0,
-    replicas: int = 1,
-) -> tf.data.Dataset:
-    """Batches gathered from the in-memory arrays, reshuffled every epoch.
-
-    A generator of batch slices instead of from_tensor_slices: the arrays are not copied into
-    the graph (that would double the memory of O(100M) tracks). Every batch splits evenly over
-    the replicas (Keras' multi-replica steps fail on uneven shards), so up to replicas - 1
-    tracks of an epoch are left out: other ones at every epoch when shuffled.
-    """
-    n = len(labels) - len(labels) % replicas
-    n_features = inputs["x"].shape[1]
-    labels = labels.astype(np.float32).reshape(-1, 1)
-    epoch = [0]
-
-    def batches():
-        order = np.arange(len(labels))
-        if shuffle:
-            np.random.default_rng([seed, epoch[0]]).shuffle(order)
-            epoch[0] += 1
-        order = order[:n]
-        for start in range(0, n, batch_size):
-            rows = np.sort(order[start : start + batch_size])  # sorted rows gather faster
-            yield {"x": inputs["x"][rows], "y": inputs["y"][rows]}, labels[rows]
-
-    signature = (
-        {
-            "x": tf.TensorSpec([None, n_features], tf.float32),
-            "y": tf.TensorSpec([None, 1], tf.float32),
-        },
-        tf.TensorSpec([None, 1], tf.float32),
-    )
-    dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
-    n_batches = -(-n // batch_size)
-    return dataset.apply(tf.data.experimental.assert_cardinality(n_batches)).prefetch(2)
-
-
-class Checkpoints(keras.callbacks.Callback):
-    """Keep the best model by validation loss as model.keras, and a copy every N epochs.
-
-    Each file is written under a temporary name and renamed, so an interrupted run never leaves
-    a half-written model behind.
-    """
-
-    def __init__(self, run_dir: Path, every: int) -> None:
-        super().__init__()
-        self.run_dir = Path(run_dir)
-        self.every = every
-        self.best = np.inf
-
-    def _save(self, path: Path) -> None:
-        tmp = path.with_name(f"{path.stem}.tmp.keras")
-        self.model.save(tmp)
-        os.replace(tmp, path)
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        val_loss = (logs or {}).get("val_loss", np.inf)
-        if val_loss < self.best:
-            self.best = val_loss
-            self._save(self.run_dir / "model.keras")
-        if self.every and (epoch + 1) % self.every == 0:
-            (self.run_dir / "checkpoints").mkdir(exist_ok=True)
-            self._save(self.run_dir / "checkpoints" / f"epoch_{epoch + 1:03d}.keras")
+@dataclass
+class TrainingResult:
+    model: keras.Model  # with the weights of the best epoch
+    validation_auc: float
+    epochs: int  # epochs trained, in all sessions
+    resumed_from: tuple[int, int] | None = None  # (epoch, batch) this session started at
+    stopped_early: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 def train_model(
@@ -103,83 +58,150 @@ def train_model(
     strategy: tf.distribute.Strategy,
     run_dir: Path,
     callbacks: list[keras.callbacks.Callback] | None = None,
-) -> tuple[keras.Model, float]:
-    """Fit the sanitizer bounds, build the model under the strategy, train it.
-
-    Returns the model with the weights of its best epoch (lowest validation loss) and its AUC
-    on the validation split. Writes model.keras, checkpoints/, training_log.csv and
-    tensorboard/ into run_dir.
-    """
+    weights: np.ndarray | None = None,
+) -> TrainingResult:
+    """Fit the sanitizer bounds, build the model under the strategy, train it (or continue
+    the training saved in run_dir). weights: per training then validation track, or None."""
+    run_dir = Path(run_dir)
     keras.utils.set_random_seed(cfg["seed"])
-    train_inputs, val_inputs = model_inputs(train, cfg), model_inputs(validation, cfg)
-    train_labels, val_labels = train[LABEL].to_numpy(), validation[LABEL].to_numpy()
-    if len(np.unique(train_labels)) < 2 or len(validation) == 0:
+    if cfg["deterministic"]:
+        tf.config.experimental.enable_op_determinism()
+    if train[LABEL].nunique() < 2 or len(validation) == 0:
         raise ValueError(
             "The training split needs true and fake tracks and the validation split tracks: "
             "add events to the training samples or change split_fractions."
         )
+    replicas = strategy.num_replicas_in_sync
+    global_batch = cfg["batch_size"] * replicas
+    trainer, data = _build(train, validation, cfg, strategy, global_batch, weights)
+    print(
+        f"{len(train)} training and {len(validation)} validation tracks; {replicas} replica(s) "
+        f"x {cfg['batch_size']} = global batch {global_batch}; "
+        f"{trainer.network.count_params():,} parameters"
+    )
 
+    stop = StopRequest()
+    deciders = _deciders(cfg, run_dir)
+    state = TrainingState(run_dir, stop, deciders)
+    state.restore(trainer)
+    start = (state.state["epoch"], state.state["batch"])
+    resumed = state.resumed
+    if resumed:
+        print(f"Resuming the training at epoch {start[0] + 1}, batch {start[1]}")
+    sync_logs(run_dir, state.state["history"])
+    every = cfg["checkpoint_every"]
+    callbacks = [
+        *deciders,
+        *([PeriodicModel(run_dir / "checkpoints", every)] if every else []),
+        state,  # after the deciders (it saves their state), before the loggers
+        keras.callbacks.CSVLogger(str(run_dir / "training_log.csv"), append=True),
+        keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")),
+        *(callbacks or []),
+    ]
+    callbacks.append(EpochProgress(cfg["epochs"]))
+    fit = {
+        "validation_data": data.validation_batches(),
+        "callbacks": callbacks,
+        "verbose": 1 if is_terminal(sys.stdout) else 2,  # a bar on a terminal, lines in a log
+    }
+    epoch, batch = start
+    finished = state.state.get("finished") or state.state.get("stopped_early")
+    with stop.installed():
+        # One fit per epoch: each epoch's dataset ends with the epoch (see TrackData).
+        while epoch < cfg["epochs"] and not finished:
+            state.first_batch = batch
+            trainer.fit(
+                data.training_batches(epoch, batch), initial_epoch=epoch, epochs=epoch + 1, **fit
+            )
+            epoch, batch = epoch + 1, 0
+            finished = trainer.stop_training  # early stopping
+    state.mark_finished()
+    best = deciders[0].best_weights
+    if best is None:  # nothing trained in this session: the best model is on disk
+        best = keras.models.load_model(run_dir / "model.keras", compile=False).get_weights()
+    trainer.network.set_weights(best)
+    scores = trainer.predict(data.validation_batches(), verbose=0).ravel()
+    labels = validation[LABEL].to_numpy()[: len(scores)]
+    return TrainingResult(
+        model=trainer.network,
+        validation_auc=float(roc_auc_score(labels, scores)),
+        epochs=len(state.state["history"]),
+        resumed_from=start if resumed else None,
+        stopped_early=bool(state.state.get("stopped_early")),
+        history=state.state["history"],
+    )
+
+
+class EpochProgress(keras.callbacks.ProgbarLogger):
+    """Keras' progress bar (or line per epoch), counting the epochs of the whole training
+    while fit runs one epoch at a time."""
+
+    def __init__(self, epochs: int) -> None:
+        super().__init__()
+        self.total_epochs = epochs
+
+    def set_params(self, params: dict) -> None:
+        super().set_params(params)
+        self.epochs = self.total_epochs
+
+
+def _build(
+    train: pd.DataFrame,
+    validation: pd.DataFrame,
+    cfg: dict[str, Any],
+    strategy: tf.distribute.Strategy,
+    global_batch: int,
+    weights: np.ndarray | None,
+) -> tuple[Trainer, TrackData]:
+    features = feature_matrix((train, validation), cfg["features"])
     lower, upper = fit_sanitizer_bounds(
-        train_inputs["x"],
+        features[: len(train)],
         transforms_for_features(cfg["features"], cfg["feature_transforms"]),
         quantile=cfg["sanitizer_quantile"],
         max_tracks=cfg["sanitizer_fit_tracks"],
         seed=cfg["seed"],
     )
-    replicas = strategy.num_replicas_in_sync
-    global_batch = cfg["batch_size"] * replicas
-    steps_per_epoch = -(-len(train) // global_batch)
-    print(
-        f"{len(train)} training and {len(validation)} validation tracks; "
-        f"{replicas} replica(s) x {cfg['batch_size']} = global batch {global_batch}"
+    data = TrackData(
+        features,
+        feature_matrix((train, validation), [cfg["algo_branch"]]),
+        np.concatenate([train[LABEL].to_numpy(), validation[LABEL].to_numpy()]),
+        weights,
+        len(train),
+        strategy,
+        global_batch,
+        cfg["seed"],
     )
-
+    del features  # the TrackData holds the only copy now
     with strategy.scope():
-        model = build_model_from_config(cfg, lower, upper)
-        model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate_schedule(cfg, steps_per_epoch)),
+        trainer = Trainer(build_model_from_config(cfg, lower, upper), data)
+        auc = [keras.metrics.AUC(name="auc")]
+        trainer.compile(
+            optimizer=keras.optimizers.Adam(learning_rate_schedule(cfg, data.steps_per_epoch)),
             loss="binary_crossentropy",
-            metrics=[keras.metrics.AUC(name="auc"), "accuracy"],
+            metrics=auc if weights is None else None,
+            weighted_metrics=[keras.metrics.AUC(name="weighted_auc")]
+            if weights is not None
+            else None,
+            steps_per_execution=min(STEPS_PER_EXECUTION, data.steps_per_epoch),
         )
-    layers = "-".join(str(width) for width in cfg["hidden_layers"])
-    print(
-        f"Model: {model.count_params():,} parameters; hidden layers {layers}, {cfg['activation']}"
-        f"{', batch norm' if cfg['batch_norm'] else ''}, dropout {cfg['dropout']}, L2 {cfg['l2']}"
-    )
+        trainer.build_for(np.arange(min(4, len(train))))
+    return trainer, data
 
-    run_dir = Path(run_dir)
-    callbacks = [
-        *(callbacks or []),
-        Checkpoints(run_dir, cfg["checkpoint_every"]),
-        keras.callbacks.CSVLogger(str(run_dir / "training_log.csv")),
-        keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")),
-    ]
+
+def _deciders(cfg: dict[str, Any], run_dir: Path) -> list[keras.callbacks.Callback]:
+    """The callbacks whose state decides the training: the best model first."""
+    deciders: list[keras.callbacks.Callback] = [BestModel(run_dir / "model.keras")]
     if cfg["early_stopping_patience"] > 0:
-        callbacks.append(
+        deciders.append(
             keras.callbacks.EarlyStopping(
                 patience=cfg["early_stopping_patience"], restore_best_weights=True, verbose=1
             )
         )
     if cfg["lr_schedule"] == "plateau":
-        callbacks.append(
+        deciders.append(
             keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=3, min_lr=1e-6, verbose=1)
         )
-    model.fit(
-        make_dataset(
-            train_inputs, train_labels, global_batch, True, cfg["seed"], replicas=replicas
-        ),
-        validation_data=make_dataset(val_inputs, val_labels, global_batch, replicas=replicas),
-        epochs=cfg["epochs"],
-        callbacks=callbacks,
-        shuffle=False,  # the dataset reshuffles itself every epoch
-        verbose=2,  # one line per epoch: readable in a terminal and in a batch job's log
-    )
-    # Early stopping may not have fired: make sure the returned weights are the best epoch's.
-    # The reloaded copy lives outside the strategy, so predicting with it needs no even shards.
-    best = keras.models.load_model(run_dir / "model.keras")
-    model.set_weights(best.get_weights())
-    scores = best.predict(val_inputs, batch_size=global_batch, verbose=0).ravel()
-    return model, float(roc_auc_score(val_labels, scores))
+    return deciders
 
 
 def learning_rate_schedule(cfg: dict[str, Any], steps_per_epoch: int) -> float | Any:

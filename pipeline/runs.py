@@ -1,0 +1,213 @@
+"""Run folders: written once, then only added to.
+
+    results/<time>_<run_name>/
+        config.py        the settings the run was made with; never rewritten
+        history.jsonl    what happened to it, one JSON line per event, appended
+        run.log          everything the terminal did not need (library messages, tracebacks)
+        stages/<stage>_<time>/config.py   settings of a later freeze/evaluate/resume on it
+        ... the outputs of its stages
+
+`results/latest` points at the newest run that finished everything it was asked to do,
+training included; a run that fails or is interrupted never becomes latest. A run is failed
+when its history says so (and a failed_<stage>_<time>.txt file holds the error); interrupted
+when it was stopped by a signal or its process is gone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pipeline.files import write_new_file
+from pipeline.settings import SettingsError, describe_config, write_config
+
+HISTORY = "history.jsonl"
+LOG = "run.log"
+LATEST = "latest"
+STAGES_FOLDER = "stages"
+
+# What a later stage on an existing run may change, by config.py section: how files are read,
+# which devices run it, and the settings of that stage itself. Anything else would contradict
+# what the run trained.
+CHANGEABLE = {
+    "freeze": {"Loading", "Devices", "Freezing", "Outputs"},
+    "evaluate": {"Loading", "Devices", "Evaluation", "Outputs"},
+    "resume": {"Loading", "Devices", "Outputs"},
+}
+
+
+def timestamp() -> str:
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
+def new_run(cfg: dict[str, Any], stage: str, parent: Path | None = None) -> Path:
+    """Make results/<time>_<run_name>/ with its config.py and the first history line."""
+    results = Path(cfg["results_dir"])
+    results.mkdir(parents=True, exist_ok=True)
+    base = f"{timestamp()}_{cfg['run_name']}"
+    for suffix in range(1000):
+        run_dir = results / (base if suffix == 0 else f"{base}_{suffix}")
+        try:
+            run_dir.mkdir()
+            break
+        except FileExistsError:  # two runs started within the same second
+            continue
+    else:
+        raise RuntimeError(f"cannot make a run folder under {results}")
+    header = "Settings of this run: python main.py --config <this file> repeats it."
+    if parent is not None:
+        header += f"\n\nRetrained from {parent}."
+    write_config(cfg, run_dir / "config.py", header)
+    record(run_dir, "created", stage=stage, parent=None if parent is None else str(parent))
+    return run_dir.resolve()
+
+
+def record(run_dir: Path, event: str, **fields: Any) -> None:
+    """Append one event to the run's history."""
+    entry = {"event": event, "time": time.strftime("%Y-%m-%d %H:%M:%S"), **fields}
+    if event in ("created", "started"):
+        entry.update(pid=os.getpid(), host=socket.gethostname(), command=sys.argv)
+    with open(Path(run_dir) / HISTORY, "a") as history:
+        history.write(json.dumps(entry, default=str) + "\n")
+        history.flush()
+        os.fsync(history.fileno())
+
+
+def history(run_dir: Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / HISTORY
+    if not path.is_file():
+        return []
+    events = []
+    for line in path.read_text().splitlines():
+        try:
+            events.append(json.loads(line))
+        except ValueError:  # a line cut by a crash while it was written
+            continue
+    return events
+
+
+def stages_done(run_dir: Path) -> set[str]:
+    """The stages this run has completed (a run made before histories existed: from its files)."""
+    events = history(run_dir)
+    if not events:
+        run_dir = Path(run_dir)
+        found = {"train"} if (run_dir / "model.keras").is_file() else set()
+        if (run_dir / "frozen_graph.pb").is_file():
+            found.add("freeze")
+        return found
+    return {e["stage"] for e in events if e["event"] == "stage done"}
+
+
+def status(run_dir: Path) -> str:
+    """finished, failed, interrupted or running, from the last events of the history."""
+    for event in reversed(history(run_dir)):
+        kind = event["event"]
+        if kind in ("finished", "failed", "interrupted"):
+            return kind
+        if kind == "started" or kind == "created":
+            alive = event.get("host") == socket.gethostname() and _alive(event.get("pid"))
+            return "running" if alive else "interrupted"
+    return "finished" if "train" in stages_done(run_dir) else "interrupted"
+
+
+def _alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def mark_failed(run_dir: Path, stage: str, message: str, details: str) -> Path:
+    """Record a failure: a history event and failed_<stage>_<time>.txt with the error."""
+    record(run_dir, "failed", stage=stage, error=message)
+    path = Path(run_dir) / f"failed_{stage}_{timestamp()}.txt"
+    if path.exists():
+        path = path.with_name(f"{path.stem}_{os.getpid()}.txt")
+    write_new_file(path, f"{message}\n\n{details}")
+    return path
+
+
+def mark_latest(run_dir: Path) -> None:
+    """Point results/latest at run_dir, atomically (a new symlink renamed over the old one)."""
+    run_dir = Path(run_dir).resolve()
+    results = run_dir.parent
+    tmp = results / f".{LATEST}.{os.getpid()}.tmp"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(run_dir.name)
+    os.replace(tmp, results / LATEST)
+
+
+def existing_run(path: Path, option: str) -> Path:
+    """A run folder given on the command line, resolved (results/latest to its target)."""
+    path = Path(path)
+    if not (path / "config.py").is_file():
+        what = "no such folder" if not path.is_dir() else "not a run folder (it has no config.py)"
+        raise SettingsError(
+            f"{option} {path}: {what}. Give a folder under results/, e.g. {option} results/latest."
+        )
+    return path.resolve()
+
+
+def stage_folder(run_dir: Path, stage: str, cfg: dict[str, Any]) -> Path:
+    """R/stages/<stage>_<time>/ with the settings this later stage runs with."""
+    base = Path(run_dir) / STAGES_FOLDER / f"{stage}_{timestamp()}"
+    folder = base
+    suffix = 1
+    while True:
+        try:
+            folder.mkdir(parents=True)
+            break
+        except FileExistsError:
+            folder = base.with_name(f"{base.name}_{suffix}")
+            suffix += 1
+    write_config(cfg, folder / "config.py", f"Settings of `{stage}` on this run, {timestamp()}.")
+    return folder
+
+
+def check_overrides(
+    stage: str,
+    run_dir: Path,
+    cfg: dict[str, Any],
+    run_cfg: dict[str, Any],
+    overrides: set[str],
+    origins: dict[str, str],
+) -> None:
+    """Refuse, in one line, a setting that contradicts what the run trained."""
+    sections = {name: setting.section for name, setting in describe_config().items()}
+    allowed = CHANGEABLE[stage]
+    for name in sorted(overrides):
+        if name not in run_cfg or cfg[name] == run_cfg[name] or sections.get(name) in allowed:
+            continue
+        if stage == "evaluate" and name in ("samples", "synthetic_samples", "test_samples"):
+            problem = _changed_training_samples(name, cfg, run_cfg)
+            if problem is None:
+                continue
+        shown = repr(run_cfg[name])
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        verb = {"resume": "--resume continues"}.get(stage, f"--stage {stage} uses")
+        raise SettingsError(
+            f"{origins.get(name, 'the command line')}: setting '{name}' contradicts the run "
+            f"{run_dir.name} ({name} = {shown} in its config.py); {verb} the trained model as it "
+            f"is. To change it, retrain: python main.py --run {run_dir} --{name} ... (a new run "
+            "folder)."
+        )
+
+
+def _changed_training_samples(name: str, cfg: dict, run_cfg: dict) -> str | None:
+    """An evaluation may add test samples, but the training samples stay what they were."""
+    if name == "test_samples":
+        return None
+    for sample in run_cfg["train_samples"]:
+        if cfg[name].get(sample) != run_cfg[name].get(sample):
+            return f"the training sample {sample!r} changed"
+    return None
