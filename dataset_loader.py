@@ -48,23 +48,22 @@ The label: a file with `trk_isTrue` uses it; otherwise a track is true when its 
 objects, so we read its raw bytes as a flat int32 array per event instead and walk the
 [size, indices...] records to get each track's number of matches (see _inner_sizes).
 
-Workers are not forked from the caller, which may run threads (TensorFlow) and deadlock a fork:
-they come from multiprocessing's "forkserver" (or "spawn"), so a script calling the loader needs
-the usual `if __name__ == "__main__":` guard. Each worker is one busy thread: baskets are read
-and decompressed in the calling thread (uproot too is given TrivialExecutors), and numpy's
-element-wise operations are single-threaded (BLAS is not used), so N workers use N cores.
+Workers are plain Python processes (loader/workers.py): they never re-run the caller's
+__main__, so the loader works from a script without an `if __name__ == "__main__":` guard,
+from `python -c`, from stdin, from Jupyter and next to TensorFlow. Each worker is one busy
+thread: baskets are read and decompressed in the calling thread (uproot too is given
+TrivialExecutors), and numpy's element-wise operations are single-threaded (BLAS is not used),
+so N workers use N cores.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import dataclasses
 import glob
 import hashlib
 import json
 import math
-import multiprocessing.connection
 import os
 import queue
 import secrets
@@ -72,7 +71,6 @@ import shutil
 import struct
 import sys
 import tempfile
-import threading
 import time
 import warnings
 import zlib
@@ -80,7 +78,6 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -91,6 +88,8 @@ import xxhash
 from tqdm import tqdm
 from uproot.models.TBasket import Model_TBasket
 from uproot.source.cursor import Cursor
+
+from loader.workers import Call, Runner, WorkerPool, run_here
 
 if TYPE_CHECKING:  # pandas is imported when the DataFrame is built: workers never need it
     import pandas as pd
@@ -291,8 +290,8 @@ class DatasetLoader:
         """Scan, size the columns, decode every entry range into them; returns them mapped."""
         options = self._read_options()
         # Started at once: this process scans and decodes until the first worker is up.
-        pool = _Pool(self.max_workers) if self.max_workers > 1 else None
-        run = pool.run if pool is not None else _run_here
+        pool = WorkerPool(self.max_workers) if self.max_workers > 1 else None
+        run = pool.run if pool is not None else run_here
         columns: Columns | None = None
         installed = succeeded = False
         phases: dict[str, float] = {}
@@ -311,7 +310,7 @@ class DatasetLoader:
             phases["decode"], clock = time.perf_counter() - clock, time.perf_counter()
             failed = {task.file for task, digest in zip(tasks, digests, strict=True) if not digest}
             if failed:  # files that broke while decoding (skip_bad_files=True): drop their rows
-                _forget_open_files()  # no open file descriptors on the columns being cut
+                forget_open_files()  # no open file descriptors on the columns being cut
                 dropped = [file_rows[index] for index in sorted(failed)]
                 columns = _drop_rows(columns, dropped)
                 splits, column_digests = _digest_columns(columns)
@@ -350,14 +349,14 @@ class DatasetLoader:
         finally:
             if pool is not None:
                 pool.close(wait=succeeded)
-            _forget_open_files()
+            forget_open_files()
             if columns is not None and not installed:
                 # Mapped columns stay valid after their files are removed.
                 shutil.rmtree(columns.directory, ignore_errors=True)
 
     def _scan(self, files: list[str], options: dict, run: Runner) -> list[FileScan | None]:
         scans: list[FileScan | None] = [None] * len(files)
-        calls = [_Call(scan_file, (path, options), path) for path in files]
+        calls = [Call(scan_file, (path, options), path) for path in files]
         with tqdm(
             total=len(files),
             unit="file",
@@ -440,7 +439,7 @@ class DatasetLoader:
             f"worker{'s' * (workers != 1)}",
             disable=not self.progress,
         ) as bar:
-            calls = [_Call(decode_task, (task, options, columns), task.path) for task in tasks]
+            calls = [Call(decode_task, (task, options, columns), task.path) for task in tasks]
             for index, result in run(calls):
                 task = tasks[index]
                 try:
@@ -534,195 +533,6 @@ def _dataframe(arrays: dict[str, np.ndarray], sample_names: list[str]) -> pd.Dat
         columns.pop("sample"), categories=sample_names, validate=False
     )
     return pd.DataFrame(columns, copy=False)
-
-
-@dataclass(frozen=True)
-class _Call:
-    """A worker function call, and the file it reads (to send it where the file is open)."""
-
-    function: Callable
-    args: tuple
-    file: str
-
-
-# run(calls) -> (index, result) as the calls finish, where result() returns or raises.
-Runner = Callable[[list[_Call]], Iterator[tuple[int, Callable[[], Any]]]]
-
-
-def _run_here(calls: list[_Call]) -> Iterator[tuple[int, Callable[[], Any]]]:
-    """Run the calls in this process, in order."""
-    for index, call in enumerate(calls):
-        yield index, lambda call=call: call.function(*call.args)
-
-
-@dataclass(eq=False)
-class _Worker:
-    process: Any
-    connection: Any
-    files: list[str] = dataclasses.field(default_factory=list)  # as its _OPEN, oldest first
-
-    def send(self, index: int, call: _Call) -> None:
-        self.connection.send((index, call.function, call.args))
-        if call.file in self.files:
-            self.files.remove(call.file)
-        self.files = [*self.files, call.file][-_OPEN_FILES:]
-
-
-class _Pool:
-    """Worker processes, each fed through its own pipe, so that the tasks of a file go to the
-    worker that has it open (one TTree parse per file and worker, not per task).
-
-    The workers start in a background thread (the forkserver imports numpy, awkward and uproot
-    once, about half a second); until the first one is up, this process runs the calls itself.
-    """
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.context = _worker_context()
-        self.lock = threading.Lock()
-        self.ready: list[_Worker] = []
-        self.closing = False
-        self.start_error: BaseException | None = None
-        threading.Thread(target=self._start, name="trackloader-start", daemon=True).start()
-
-    def _start(self) -> None:
-        try:
-            for number in range(self.size):
-                parent_end, child_end = self.context.Pipe()
-                process = self.context.Process(
-                    target=_worker_main,
-                    args=(child_end,),
-                    name=f"trackloader-worker-{number}",
-                    daemon=True,
-                )
-                process.start()
-                child_end.close()
-                with self.lock:
-                    if self.closing:  # the load finished without it
-                        parent_end.send(None)
-                        parent_end.close()
-                        return
-                    self.ready.append(_Worker(process, parent_end))
-        except BaseException as err:  # reported by run(); this process goes on alone meanwhile
-            self.start_error = err
-
-    def run(self, calls: list[_Call]) -> Iterator[tuple[int, Callable[[], Any]]]:
-        pending = list(range(len(calls)))
-        busy: dict[_Worker, int] = {}
-        while pending or busy:
-            with self.lock:
-                workers = list(self.ready)
-            for worker in workers:
-                if worker not in busy and pending:
-                    index = _pick(worker, pending, calls, workers)
-                    pending.remove(index)
-                    try:
-                        worker.send(index, calls[index])
-                    except OSError:  # broken pipe: it died
-                        raise _died(worker, calls[index]) from None
-                    busy[worker] = index
-            if not workers:
-                if self.start_error is not None:
-                    raise RuntimeError(
-                        f"cannot start the worker processes ({self.start_error}). Fix: in a "
-                        'script, load under `if __name__ == "__main__":`; or set max_workers = 1 '
-                        "in config.py."
-                    ) from self.start_error
-                index = pending.pop(0)
-                yield index, lambda call=calls[index]: call.function(*call.args)
-                continue
-            # Poll while workers are still starting, so that they get work as soon as they are up.
-            timeout = None if len(workers) == self.size or self.start_error else 0.05
-            ends = {worker.connection: worker for worker in busy}
-            for end in multiprocessing.connection.wait(list(ends), timeout=timeout):
-                worker = ends[end]
-                index = busy.pop(worker)
-                try:
-                    _, ok, value = end.recv()
-                except (EOFError, OSError):
-                    raise _died(worker, calls[index]) from None
-                yield index, (lambda value=value: value) if ok else _raiser(value)
-
-    def close(self, wait: bool) -> None:
-        """Let the workers finish (wait=True) or stop them at once (after an error)."""
-        with self.lock:
-            self.closing = True
-            workers = list(self.ready)
-        for worker in workers:
-            if wait:
-                with contextlib.suppress(OSError):
-                    worker.connection.send(None)
-            else:
-                worker.process.terminate()
-        for worker in workers:
-            worker.process.join(timeout=30)
-            if worker.process.is_alive():
-                worker.process.kill()
-            worker.connection.close()
-
-
-def _pick(worker: _Worker, pending: list[int], calls: list[_Call], workers: list[_Worker]) -> int:
-    """The call to send to an idle worker: one of a file it has open; else one of a file nobody
-    has open; else the last of the file with most calls left, so that two workers sharing a
-    file work from both ends of it."""
-    for index in pending:
-        if calls[index].file in worker.files:
-            return index
-    taken = {file for other in workers for file in other.files}
-    for index in pending:
-        if calls[index].file not in taken:
-            return index
-    left = collections.Counter(calls[index].file for index in pending)
-    busiest = max(left, key=left.__getitem__)
-    return max(index for index in pending if calls[index].file == busiest)
-
-
-def _died(worker: _Worker, call: _Call) -> RuntimeError:
-    worker.process.join(timeout=1)
-    return RuntimeError(
-        f"worker process {worker.process.pid} died (exit code {worker.process.exitcode}) while "
-        f"reading {call.file}: out of memory? Fix: load fewer files at once, or set max_workers "
-        'lower; in a script, load under `if __name__ == "__main__":`.'
-    )
-
-
-def _raiser(error: BaseException) -> Callable[[], Any]:
-    def result() -> Any:
-        raise error
-
-    return result
-
-
-def _worker_main(connection) -> None:
-    """A worker process: run the calls the parent sends, until it sends None."""
-    try:
-        while True:
-            message = connection.recv()
-            if message is None:
-                break
-            index, function, args = message
-            try:
-                reply = (index, True, function(*args))
-            except Exception as err:
-                reply = (index, False, err)
-            try:
-                connection.send(reply)
-            except Exception as err:  # an unpicklable value or exception
-                connection.send((index, False, RuntimeError(f"{type(err).__name__}: {err}")))
-    except (EOFError, KeyboardInterrupt):
-        pass
-    finally:
-        _forget_open_files()
-
-
-def _worker_context():
-    """Workers forked from a clean server process that has imported this module once: as safe
-    as "spawn" with a threaded parent (TensorFlow), without paying the imports per worker."""
-    if "forkserver" not in get_all_start_methods():
-        return get_context("spawn")
-    context = get_context("forkserver")
-    context.set_forkserver_preload([__name__])
-    return context
 
 
 # --- paths -------------------------------------------------------------------------------------
@@ -830,7 +640,7 @@ def _close(file, tree, descriptor: int | None) -> None:
         os.close(descriptor)
 
 
-def _forget_open_files() -> None:
+def forget_open_files() -> None:
     """Close the ROOT and column files this process holds open, and drop its buffers."""
     while _OPEN:
         _close(*_OPEN.popitem()[1])

@@ -20,6 +20,7 @@ import uproot
 import config
 import dataset_loader
 from dataset_loader import DatasetLoader, NtupleError, expand_paths
+from loader.workers import Call, Worker, WorkerPool, pick_call
 
 DATA_DIR = Path(__file__).parent / "data"
 IS_TRUE = DATA_DIR / "trackingNtuple_isTrue.root"
@@ -554,8 +555,8 @@ def sleep_and_pid(seconds: float) -> int:
     return os.getpid()
 
 
-def started_pool(size: int) -> dataset_loader._Pool:
-    pool = dataset_loader._Pool(size)
+def started_pool(size: int) -> WorkerPool:
+    pool = WorkerPool(size)
     deadline = time.monotonic() + 60
     while len(pool.ready) < size:  # so that the workers, not this process, run the calls
         assert time.monotonic() < deadline, "the worker processes did not start"
@@ -567,7 +568,7 @@ def test_pool_spreads_one_file_over_every_worker():
     """Entry ranges of one file go to every worker."""
     pool = started_pool(2)
     try:
-        calls = [dataset_loader._Call(sleep_and_pid, (0.05,), "one.root") for _ in range(20)]
+        calls = [Call(sleep_and_pid, (0.05,), "one.root") for _ in range(20)]
         pids = [result() for _, result in pool.run(calls)]
     finally:
         pool.close(wait=True)
@@ -576,16 +577,16 @@ def test_pool_spreads_one_file_over_every_worker():
 
 
 def test_this_process_works_until_the_workers_are_up(monkeypatch):
-    monkeypatch.setattr(dataset_loader._Pool, "_start", lambda self: None)  # never up
-    pool = dataset_loader._Pool(2)
-    calls = [dataset_loader._Call(sleep_and_pid, (0.0,), "one.root") for _ in range(5)]
+    monkeypatch.setattr(WorkerPool, "_start", lambda self: None)  # never up
+    pool = WorkerPool(2)
+    calls = [Call(sleep_and_pid, (0.0,), "one.root") for _ in range(5)]
     assert [result() for _, result in pool.run(calls)] == [os.getpid()] * 5
     pool.close(wait=True)
 
 
 def test_pick_prefers_open_files_then_new_files_then_steals():
-    worker, pick = dataset_loader._Worker, dataset_loader._pick
-    calls = [dataset_loader._Call(abs, (i,), file) for i, file in enumerate("aaabbc")]
+    worker, pick = Worker, pick_call
+    calls = [Call(abs, (i,), file) for i, file in enumerate("aaabbc")]
     has_a, has_b, fresh = worker(None, None, ["a"]), worker(None, None, ["b"]), worker(None, None)
     workers = [has_a, has_b, fresh]
     assert pick(has_a, [0, 1, 2, 3, 4, 5], calls, workers) == 0  # a file it has open
@@ -599,7 +600,7 @@ def test_worker_errors_in_worker_processes(tmp_path):
     options = loader()._read_options()
     pool = started_pool(2)
     try:
-        calls = [dataset_loader._Call(dataset_loader.scan_file, (str(bad), options), str(bad))]
+        calls = [Call(dataset_loader.scan_file, (str(bad), options), str(bad))]
         [(_, result)] = list(pool.run(calls))
         with pytest.raises(NtupleError, match="truncated") as error:
             result()

@@ -1,0 +1,1 @@
+"""The parts behind dataset_loader.py, the loader's front door."""
