@@ -571,6 +571,23 @@ def expand_paths(paths: Paths) -> list[str]:
     return list(dict.fromkeys(files))
 
 
+def check_paths(paths: Paths, where: str) -> list[str]:
+    """The files of a sample, each local one checked to exist: for a message naming the setting
+    before anything is loaded. URLs are checked when they are read."""
+    try:
+        files = expand_paths(paths)
+    except NtupleError as err:
+        raise NtupleError(f"{where}: {err}") from None
+    if not files:
+        raise NtupleError(f"{where}: no path given. Fix: name the sample's files in `samples`.")
+    for path in files:
+        if "://" not in path and not os.path.isfile(path):
+            raise NtupleError(
+                f"{where}: {path}: no such file. Fix: check the path in `samples` (config.py)."
+            )
+    return files
+
+
 def _list_url(url: str, is_pattern: bool) -> list[str]:
     """The .root files a URL pattern or folder names, listed with fsspec."""
     try:

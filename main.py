@@ -1,17 +1,19 @@
-"""Retrain CMSSW's track classifier: ntuples -> tracks -> balanced splits -> model -> frozen graph.
+"""Retrain CMSSW's track classifier: ntuples -> tracks -> balanced splits -> model -> frozen graph
+-> evaluation against what runs in CMSSW today.
 
     python main.py                                  # the whole pipeline, settings from config.py
     python main.py --epochs 3 --batch_size 4096     # any setting of config.py, overridden
     python main.py --config my_config.py            # a file of settings over config.py
-    python main.py --stage freeze --run results/latest
+    python main.py --resume results/<run>           # continue an interrupted run
+    python main.py --stage evaluate --run results/latest
 
-Each run works in its own folder results/<timestamp>_<run_name>/ (results/latest points at the
-newest): config.py, model.keras, checkpoints/, training_log.csv, tensorboard/, frozen_graph.pb.
+Each run has its own folder results/<time>_<run_name>/, written once and then only added to
+(pipeline/runs.py); results/latest points at the newest run that finished.
 """
 
 from __future__ import annotations
 
-import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -20,134 +22,104 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dataset_loader import DatasetLoader
+from cmssw.ntuple import LABEL
 from helper_functions import (
     StageTimer,
     balance_iterations,
     format_track_table,
-    load_config,
     select_iterations,
     split_by_events,
     track_table,
-    write_config,
 )
-from make_ntuples import generate_sample
+from pipeline.files import write_new_file
+from pipeline.runs import Interrupted, Job, RunError, open_job
+from pipeline.settings import SettingsError, load_config
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out
+HOLDOUT_FILE = "holdout_tracks.npz"
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg, args = load_config(argv)
-    stage = args.stage
-    fresh = args.run is None and stage not in ("freeze", "evaluate")
-    run_dir = open_run_dir(cfg, args.run, new=fresh)
-    write_config(cfg, run_dir / "config.py")
-    print(f"Run folder: {run_dir}")
+    """Run what the command line asks; returns the exit status (errors raise)."""
+    cfg, args = load_config(argv)  # every setting checked before anything is read
+    job = open_job(cfg, args)  # the run folder to make or use, the stages to run
+    check_inputs(cfg, job.stages)
     timer = StageTimer()
-    summary: dict[str, Any] = {"run folder": run_dir}
+    summary: dict[str, Any] = {}
+    with job:
+        if job.run_dir is not None:
+            print(f"Run folder: {job.run_dir}")
+        run_stages(cfg, job, timer, summary)
+    summary["run folder"] = job.run_dir
+    print_summary(summary, timer)
+    return 0
 
-    if stage != "freeze":
+
+def run_stages(cfg: dict[str, Any], job: Job, timer: StageTimer, summary: dict[str, Any]) -> None:
+    tracks = train = validation = test = model = None
+    if "load" in job.stages:
+        job.stage("load")
         with timer("load"):
             generate_missing_synthetic_samples(cfg)
             tracks = load_tracks(cfg)
         summary["tracks"] = track_table(tracks)
         print("Tracks per iteration and sample (true fraction):")
         print(format_track_table(summary["tracks"]))
-        if stage == "load":
-            return finish(summary, timer)
 
+    if "balance" in job.stages:
+        job.stage("balance")
         with timer("balance"):
-            training_tracks = tracks[tracks["sample"].isin(cfg["train_samples"])]
-            if cfg["balance_iterations"]:
-                balanced = balance_iterations(
-                    training_tracks,
-                    cfg["iterations"],
-                    seed=cfg["seed"],
-                    balance_true_fake=cfg["balance_true_fake"],
-                    max_per_iteration=cfg["max_tracks_per_iteration"],
-                )
-            else:
-                balanced = select_iterations(training_tracks, cfg["iterations"], cfg["algo_branch"])
-            train, validation, test = split_by_events(balanced, cfg["split_fractions"], cfg["seed"])
-            save_holdout(test, cfg, run_dir)
+            train, validation, test = balanced_splits(tracks, cfg)
+            if job.run_dir is not None and not (job.run_dir / HOLDOUT_FILE).exists():
+                save_holdout(test, cfg, job.run_dir / HOLDOUT_FILE)
         summary["splits"] = {"train": len(train), "validation": len(validation), "test": len(test)}
-        print(f"Balanced: {len(balanced)} tracks; " + describe_splits(summary["splits"]))
-        if stage == "balance":
-            return finish(summary, timer)
+        print("Balanced splits: " + describe_splits(summary["splits"]))
 
     # TensorFlow is imported only from here on: loading and balancing never need it.
-    if stage in ("all", "train"):
-        from evaluation import monitor_callback
-        from gpusetter import setup_strategy
-        from network.training import train_model
-
-        strategy = setup_strategy(
-            gpus=cfg["gpus"],
-            min_free_gpu_memory_mb=cfg["min_free_gpu_memory_mb"],
-            logical_devices_per_gpu=cfg["logical_devices_per_gpu"],
-            gpu_memory_growth=cfg["gpu_memory_growth"],
-            cpu_replicas=cfg["cpu_replicas"],
-        )
-        monitor = monitor_callback(tracks, cfg, run_dir)
+    if "train" in job.stages:
+        job.stage("train")
         with timer("train"):
-            model, summary["validation AUC"] = train_model(
-                train, validation, cfg, strategy, run_dir, callbacks=[monitor] if monitor else []
-            )
-        if stage == "train":
-            return finish(summary, timer)
+            result = train_stage(tracks, train, validation, cfg, job.run_dir)
+        model = result.model
+        summary["validation AUC"] = result.validation_auc
+        summary["training"] = describe_training(result, cfg)
+        job.done("train", epochs=result.epochs, stopped_early=result.stopped_early)
 
-    if stage in ("all", "freeze"):
-        from model_freeze import freeze_model, freeze_run, load_holdout
-
+    if "freeze" in job.stages:
+        job.stage("freeze")
         with timer("freeze"):
-            if stage == "all":
-                holdout = load_holdout(run_dir)
-                graph = run_dir / "frozen_graph.pb"
-                report = freeze_model(model, graph, holdout, cfg["freeze_tolerance"])
-            else:
-                report = freeze_run(run_dir, cfg["freeze_tolerance"])
-        summary["frozen graph"] = (
-            f"{report.path} ({report.nodes} nodes; agrees with the Keras model within "
-            f"{report.max_abs_difference:.1e} on {report.checked_tracks} held-out tracks)"
-        )
-        if stage == "freeze":
-            return finish(summary, timer)
+            summary["frozen graph"] = freeze(job, cfg, model)
+        job.done("freeze")
 
-    from evaluation import evaluate
+    if "evaluate" in job.stages:
+        job.stage("evaluate")
+        from evaluation import evaluate
 
-    with timer("evaluate"):
-        test_tracks = tracks[tracks["sample"].isin(cfg["test_samples"])]
-        evaluate(train, test_tracks, cfg, run_dir)
-    summary["report"] = run_dir / "report.html"
-    return finish(summary, timer)
+        with timer("evaluate"):
+            out = job.output_dir("report.html")
+            test_tracks = tracks[tracks["sample"].isin(cfg["test_samples"])]
+            evaluate(train, test_tracks, cfg, out)
+        summary["report"] = out / "report.html"
+        job.done("evaluate", folder=str(out))
 
 
-def open_run_dir(cfg: dict[str, Any], run: Path | None, new: bool) -> Path:
-    """A new results/<timestamp>_<run_name>/ (results/latest points at it), or an existing run."""
-    results = Path(cfg["results_dir"])
-    if not new:
-        run_dir = run if run is not None else results / "latest"
-        if not run_dir.is_dir():
-            raise SystemExit(f"--run {run_dir}: no such run folder. Give one under {results}/.")
-        return run_dir.resolve()
-    run_dir = results / f"{time.strftime('%Y%m%d-%H%M%S')}_{cfg['run_name']}"
-    suffix = 1
-    while run_dir.exists():  # two runs started within the same second
-        run_dir = results / f"{time.strftime('%Y%m%d-%H%M%S')}_{cfg['run_name']}_{suffix}"
-        suffix += 1
-    run_dir.mkdir(parents=True)
-    latest = results / "latest"
-    tmp_link = results / ".latest.tmp"
-    tmp_link.unlink(missing_ok=True)
-    tmp_link.symlink_to(run_dir.name)
-    os.replace(tmp_link, latest)  # atomic: latest always points at a complete folder name
-    return run_dir.resolve()
+def check_inputs(cfg: dict[str, Any], stages: tuple[str, ...]) -> None:
+    """Every sample names files that exist (the synthetic ones may still be generated): a
+    wrong path is reported before any run folder is made."""
+    if "load" not in stages:
+        return
+    from dataset_loader import check_paths
+
+    for name in dict.fromkeys(cfg["train_samples"] + cfg["test_samples"]):
+        if name not in cfg["synthetic_samples"]:
+            check_paths(cfg["samples"][name], f"samples['{name}']")
 
 
 def generate_missing_synthetic_samples(cfg: dict[str, Any]) -> None:
     """Generate the embedded synthetic samples whose folder holds no ROOT file yet."""
+    from make_ntuples import generate_sample
+
     for name in cfg["train_samples"] + cfg["test_samples"]:
-        if name not in cfg["synthetic_samples"] or not isinstance(cfg["samples"].get(name), str):
+        if name not in cfg["synthetic_samples"]:
             continue
         folder = Path(cfg["samples"][name])
         if folder.suffix != ".root" and not any(folder.glob("*.root")):
@@ -158,13 +130,9 @@ def generate_missing_synthetic_samples(cfg: dict[str, Any]) -> None:
 
 def load_tracks(cfg: dict[str, Any]) -> pd.DataFrame:
     """All tracks of the training and test samples, one row per track."""
+    from dataset_loader import DatasetLoader
+
     names = list(dict.fromkeys(cfg["train_samples"] + cfg["test_samples"]))
-    missing = [name for name in names if name not in cfg["samples"]]
-    if missing:
-        raise SystemExit(
-            f"Samples {missing} are named in train_samples/test_samples but not defined in "
-            "'samples' (config.py): add them there with their files."
-        )
     loader = DatasetLoader(
         max_workers=cfg["max_workers"],
         tree_path=cfg["tree_path"],
@@ -178,46 +146,179 @@ def load_tracks(cfg: dict[str, Any]) -> pd.DataFrame:
     return loader.load_samples({name: cfg["samples"][name] for name in names})
 
 
-def save_holdout(test: pd.DataFrame, cfg: dict[str, Any], run_dir: Path) -> None:
-    """Keep some held-out tracks in the run folder: the freeze stage checks the graph on them."""
+def balanced_splits(tracks: pd.DataFrame, cfg: dict[str, Any]) -> tuple[pd.DataFrame, ...]:
+    """The training samples' tracks of the classified iterations, balanced, split by events."""
+    training_tracks = tracks[tracks["sample"].isin(cfg["train_samples"])]
+    if cfg["balance_iterations"]:
+        balanced = balance_iterations(
+            training_tracks,
+            cfg["iterations"],
+            seed=cfg["seed"],
+            balance_true_fake=cfg["balance_true_fake"],
+            max_per_iteration=cfg["max_tracks_per_iteration"],
+        )
+    else:
+        balanced = select_iterations(training_tracks, cfg["iterations"], cfg["algo_branch"])
+    return split_by_events(balanced, cfg["split_fractions"], cfg["seed"])
+
+
+def save_holdout(test: pd.DataFrame, cfg: dict[str, Any], path: Path) -> None:
+    """Keep some held-out tracks in the run folder: a later freeze checks the graph on them."""
+    import io
+
     rows = test.sample(min(len(test), cfg["freeze_check_tracks"]), random_state=cfg["seed"])
-    tmp = run_dir / ".holdout_tracks.tmp.npz"
-    np.savez(
-        tmp,
-        x=rows[cfg["features"]].to_numpy(np.float32),
-        y=rows[cfg["algo_branch"]].to_numpy(np.float32).reshape(-1, 1),
-        label=rows["trk_isTrue"].to_numpy(),
+    buffer = io.BytesIO()
+    np.savez(buffer, **holdout_inputs(rows, cfg), label=rows[LABEL].to_numpy())
+    write_new_file(path, buffer.getvalue())
+
+
+def holdout_inputs(rows: pd.DataFrame, cfg: dict[str, Any]) -> dict[str, np.ndarray]:
+    return {
+        "x": rows[cfg["features"]].to_numpy(np.float32),
+        "y": rows[cfg["algo_branch"]].to_numpy(np.float32).reshape(-1, 1),
+    }
+
+
+def train_stage(
+    tracks: pd.DataFrame,
+    train_split: pd.DataFrame,
+    validation: pd.DataFrame,
+    cfg: dict[str, Any],
+    run_dir: Path,
+) -> Any:
+    """Pick the devices, then train (or continue the training saved in run_dir)."""
+    from evaluation import monitor_callback
+    from gpusetter import setup_strategy
+    from network.training import train_model
+
+    strategy = setup_strategy(
+        gpus=cfg["gpus"],
+        min_free_gpu_memory_mb=cfg["min_free_gpu_memory_mb"],
+        logical_devices_per_gpu=cfg["logical_devices_per_gpu"],
+        gpu_memory_growth=cfg["gpu_memory_growth"],
+        cpu_replicas=cfg["cpu_replicas"],
     )
-    os.replace(tmp, run_dir / "holdout_tracks.npz")
+    monitor = monitor_callback(tracks, cfg, run_dir)
+    return train_model(
+        train_split, validation, cfg, strategy, run_dir, callbacks=[monitor] if monitor else []
+    )
+
+
+def freeze(job: Job, cfg: dict[str, Any], model: Any) -> str:
+    """Write frozen_graph.pb (checked against the Keras model on held-out tracks); on a run
+    that has one already, check that one instead."""
+    import keras
+
+    from model_freeze import freeze_model, load_holdout, verify_graph
+
+    run_dir = job.run_dir
+    graph = run_dir / "frozen_graph.pb"
+    holdout = load_holdout(run_dir)
+    if model is None:
+        model = keras.models.load_model(run_dir / "model.keras", compile=False)
+    if graph.exists():
+        report = verify_graph(graph, model, holdout, cfg["freeze_tolerance"])
+        verb = "checked again"
+    else:
+        report = freeze_model(model, graph, holdout, cfg["freeze_tolerance"])
+        verb = "written"
+    return (
+        f"{report.path} {verb} ({report.nodes} nodes; agrees with the Keras model within "
+        f"{report.max_abs_difference:.1e} on {report.checked_tracks} held-out tracks)"
+    )
+
+
+def describe_training(result: Any, cfg: dict[str, Any]) -> str:
+    text = f"{result.epochs} of {cfg['epochs']} epochs"
+    if result.stopped_early:
+        text += " (stopped early: no better validation loss)"
+    if result.resumed_from is not None:
+        epoch, batch = result.resumed_from
+        text += f"; resumed at epoch {epoch + 1}" + (f", batch {batch}" if batch else "")
+    return text
 
 
 def describe_splits(splits: dict[str, int]) -> str:
-    return ", ".join(f"{name} {count}" for name, count in splits.items())
+    return ", ".join(f"{name} {count:,}" for name, count in splits.items())
 
 
-def finish(summary: dict[str, Any], timer: StageTimer) -> int:
-    """Print what the run produced and how long each stage took."""
+def print_summary(summary: dict[str, Any], timer: StageTimer) -> None:
+    """What the command produced and how long each stage took."""
     print("\n=== summary ===")
     if "tracks" in summary:
         totals = summary["tracks"].xs("all", level="iteration")
         for sample, row in totals.iterrows():
             print(
-                f"sample {sample:>16}: {int(row['tracks']):>9} tracks, "
+                f"sample {sample:>16}: {int(row['tracks']):>9,} tracks, "
                 f"{row['true fraction']:.1%} true / {1 - row['true fraction']:.1%} fake"
             )
     if "splits" in summary:
         print(f"balanced splits: {describe_splits(summary['splits'])}")
+    if "training" in summary:
+        print(f"training: {summary['training']}")
     if "validation AUC" in summary:
         print(f"validation AUC: {summary['validation AUC']:.4f}")
     if "frozen graph" in summary:
         print(f"frozen graph: {summary['frozen graph']}")
     if "report" in summary:
-        print(f"report: {summary['report']} (metrics.json, working_points.py, plots/ beside it)")
+        print(f"report: {summary['report']} (metrics.json, working points, plots/ beside it)")
     stages = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in timer.seconds.items())
     print(f"stage times: {stages} (total {sum(timer.seconds.values()):.1f} s)")
-    print(f"run folder: {summary['run folder']}")
-    return 0
+    if summary.get("run folder") is not None:
+        print(f"run folder: {summary['run folder']}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line: errors a user can fix are one message, the traceback goes to the run's log
+# ---------------------------------------------------------------------------------------------
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Errors whose message says what to fix: no traceback in the terminal."""
+    from dataset_loader import ColumnWriteError, NtupleError
+
+    return (NtupleError, ColumnWriteError, RunError, FileNotFoundError, FileExistsError)
+
+
+def cli(argv: list[str] | None = None) -> int:
+    from pipeline.console import quiet_console
+
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+
+    def terminate(number: int, frame: Any) -> None:  # a batch system's SIGTERM, outside training
+        raise Interrupted("stopped by SIGTERM", "SIGTERM")
+
+    signal.signal(signal.SIGTERM, terminate)
+    start = time.perf_counter()
+    with quiet_console(debug):
+        try:
+            return main(argv)
+        except SettingsError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return SettingsError.exit_status
+        except (Interrupted, KeyboardInterrupt) as error:
+            return interrupted(error, time.perf_counter() - start)
+        except Exception as error:
+            if debug:
+                raise
+            if isinstance(error, user_errors()):
+                print(f"error: {error}", file=sys.stderr)
+            else:
+                first = (str(error).strip().splitlines() or [""])[0]
+                print(f"error: {type(error).__name__}: {first}", file=sys.stderr)
+                print("(the traceback is in the run's run.log; --debug shows it here)",
+                      file=sys.stderr)  # fmt: skip
+            return 1
+
+
+def interrupted(error: BaseException, seconds: float) -> int:
+    """One line: what stopped, and how to continue."""
+    name = getattr(error, "signal_name", "SIGINT")
+    what = str(error) if isinstance(error, Interrupted) else "stopped by SIGINT (Ctrl-C)"
+    run = getattr(error, "run_dir", None)
+    hint = f"; continue with: python main.py --resume {run}" if run else ""
+    print(f"\ninterrupted after {seconds:.0f} s: {what}{hint}", file=sys.stderr)
+    return 128 + signal.Signals[name].value
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

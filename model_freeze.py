@@ -212,3 +212,20 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def verify_graph(
+    path: Path, model: keras.Model, check_inputs: dict[str, np.ndarray], tolerance: float = 1e-5
+) -> FreezeReport:
+    """Check an existing frozen graph against the Keras model, as freeze_model checks a new one."""
+    graph_def = load_graph_def(path)
+    check_contract(graph_def, check_inputs["x"].shape[1])
+    frozen_scores = run_graph_def(graph_def, check_inputs)
+    keras_scores = model.predict(check_inputs, batch_size=4096, verbose=0)
+    difference = float(np.max(np.abs(frozen_scores - keras_scores), initial=0.0))
+    if not difference <= tolerance:
+        raise RuntimeError(
+            f"{path} disagrees with the run's Keras model: max |difference| = {difference:.3g} > "
+            f"{tolerance:g} on {len(keras_scores)} tracks: the graph is not this run's."
+        )
+    return FreezeReport(Path(path), len(graph_def.node), len(keras_scores), difference)

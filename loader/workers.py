@@ -124,7 +124,9 @@ class WorkerPool:
                     start_new_session=True,  # a Ctrl-C in the terminal is for the parent
                 )
                 theirs.close()
-                worker = Worker(process, multiprocessing.connection.Connection(ours.detach()), log=log)
+                worker = Worker(
+                    process, multiprocessing.connection.Connection(ours.detach()), log=log
+                )
                 with self.lock:
                     self.starting.append(worker)
             for worker in list(self.starting):

@@ -32,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline.files import write_atomically
+from pipeline.runs import Interrupted
 
 STATE_FOLDER = "training_state"
 STATE_FILE = "state.json"
@@ -43,12 +44,13 @@ CALLBACK_ATTRIBUTES = {
 }
 
 
-class TrainingInterrupted(Exception):
+class TrainingInterrupted(Interrupted):
     """The training was stopped by a signal after its state was saved."""
 
     def __init__(self, epoch: int, batch: int, signal_name: str) -> None:
-        super().__init__(f"training stopped by {signal_name} in epoch {epoch + 1}, batch {batch}")
-        self.epoch, self.batch, self.signal_name = epoch, batch, signal_name
+        where = f"in epoch {epoch + 1}, after batch {batch}" if batch else f"after epoch {epoch}"
+        super().__init__(f"training stopped by {signal_name} {where}", signal_name)
+        self.epoch, self.batch = epoch, batch
 
 
 class StopRequest:
@@ -132,16 +134,11 @@ class TrainingState(keras.callbacks.Callback):
                 self._pending_metrics = [
                     extra[f"metric_{i}"] for i in range(_count(extra, "metric"))
                 ]
-            self._best_weights = [extra[f"best_{i}"] for i in range(_count(extra, "best"))]
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         for callback, saved in zip(self.deciders, self._decider_states, strict=False):
             for name, value in saved.items():
                 setattr(callback, name, value)
-            if isinstance(callback, keras.callbacks.EarlyStopping) and getattr(
-                self, "_best_weights", None
-            ):
-                callback.best_weights = self._best_weights
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.epoch = epoch
@@ -180,10 +177,6 @@ class TrainingState(keras.callbacks.Callback):
             arrays.update(
                 {f"metric_{i}": v.numpy() for i, v in enumerate(self.model.metrics_variables)}
             )
-        for callback in self.deciders:
-            weights = getattr(callback, "best_weights", None)
-            if isinstance(callback, keras.callbacks.EarlyStopping) and weights is not None:
-                arrays.update({f"best_{i}": w for i, w in enumerate(weights)})
         with open(self.folder / f".{files['extra']}.tmp", "wb") as file:
             np.savez(file, **arrays)
         (self.folder / f".{files['extra']}.tmp").rename(self.folder / files["extra"])

@@ -38,7 +38,10 @@ from pipeline.console import is_terminal
 
 __all__ = ["TrainingInterrupted", "TrainingResult", "train_model"]
 
-STEPS_PER_EXECUTION = 32  # training steps per call into TensorFlow: less Python per batch
+# Training steps per call into TensorFlow: less Python per batch. One under a multi-device
+# strategy, where several fail in Keras 3.15 with TensorFlow 2.21 ("You must feed a value for
+# placeholder tensor ... while/cond/Placeholder_1"), even with a plain batched dataset.
+STEPS_PER_EXECUTION = 32
 
 
 @dataclass
@@ -182,7 +185,7 @@ def _build(
             weighted_metrics=[keras.metrics.AUC(name="weighted_auc")]
             if weights is not None
             else None,
-            steps_per_execution=min(STEPS_PER_EXECUTION, data.steps_per_epoch),
+            steps_per_execution=1 if data.replicas > 1 else STEPS_PER_EXECUTION,
         )
         trainer.build_for(np.arange(min(4, len(train))))
     return trainer, data
@@ -193,9 +196,9 @@ def _deciders(cfg: dict[str, Any], run_dir: Path) -> list[keras.callbacks.Callba
     deciders: list[keras.callbacks.Callback] = [BestModel(run_dir / "model.keras")]
     if cfg["early_stopping_patience"] > 0:
         deciders.append(
-            keras.callbacks.EarlyStopping(
-                patience=cfg["early_stopping_patience"], restore_best_weights=True, verbose=1
-            )
+            # The best weights are BestModel's: EarlyStopping would restore them at the end of
+            # every fit, i.e. of every epoch here.
+            keras.callbacks.EarlyStopping(patience=cfg["early_stopping_patience"], verbose=1)
         )
     if cfg["lr_schedule"] == "plateau":
         deciders.append(

@@ -10,6 +10,9 @@ from pathlib import Path
 
 def _temporary_copy(path: Path, data: str | bytes) -> Path:
     handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(handle, 0o666 & ~umask)  # as open() would make it, not mkstemp's 0600
     with os.fdopen(handle, "wb") as file:
         file.write(data.encode() if isinstance(data, str) else data)
         file.flush()

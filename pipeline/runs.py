@@ -211,3 +211,167 @@ def _changed_training_samples(name: str, cfg: dict, run_cfg: dict) -> str | None
         if cfg[name].get(sample) != run_cfg[name].get(sample):
             return f"the training sample {sample!r} changed"
     return None
+
+
+# ---------------------------------------------------------------------------------------------
+# A job: what one `python main.py` does, in which folder
+# ---------------------------------------------------------------------------------------------
+PLANS = {
+    "all": ("load", "balance", "train", "freeze", "evaluate"),
+    "train": ("load", "balance", "train"),
+    "load": ("load",),
+    "balance": ("load", "balance"),
+    "freeze": ("freeze",),
+    "evaluate": ("load", "balance", "evaluate"),
+}
+
+
+class Interrupted(Exception):
+    """The command was stopped by a signal (what it had saved is kept for --resume)."""
+
+    def __init__(self, message: str, signal_name: str = "SIGTERM") -> None:
+        super().__init__(message)
+        self.signal_name = signal_name
+
+
+class RunError(Exception):
+    """A run folder that cannot do what was asked (not trained yet, finished already, ...)."""
+
+
+class Job:
+    """The stages one command runs and the run folder it works in (None: no folder).
+
+    Used as a context manager around the stages: it makes or opens the folder, sends the
+    log there, and records how the command ended (finished, failed, interrupted); a run whose
+    command trained and finished becomes results/latest.
+    """
+
+    def __init__(
+        self,
+        cfg: dict[str, Any],
+        stages: tuple[str, ...],
+        run_dir: Path | None = None,
+        new: bool = False,
+        parent: Path | None = None,
+        later_stage: str | None = None,
+        requested: str = "all",
+    ) -> None:
+        self.cfg = cfg
+        self.requested = requested  # the --stage asked for
+        self.stages = stages
+        self.run_dir = run_dir
+        self.new = new
+        self.parent = parent
+        self.later_stage = later_stage  # freeze / evaluate / resume on an existing run
+        self.stage_dir: Path | None = None
+        self.current = stages[0] if stages else ""
+        self.failure: Path | None = None
+
+    @property
+    def has_folder(self) -> bool:
+        return self.new or self.run_dir is not None
+
+    def __enter__(self) -> Job:
+        from pipeline.console import log_to
+
+        if self.new:
+            self.run_dir = new_run(self.cfg, self.requested, self.parent)
+        elif self.run_dir is not None:
+            record(self.run_dir, "started", stages=list(self.stages), command_kind=self.later_stage)
+            self.stage_dir = stage_folder(self.run_dir, self.later_stage or "stage", self.cfg)
+        if self.run_dir is not None:
+            log_to(self.run_dir / LOG)
+        return self
+
+    def stage(self, name: str) -> None:
+        self.current = name
+
+    def done(self, name: str, **fields: Any) -> None:
+        if self.run_dir is not None:
+            record(self.run_dir, "stage done", stage=name, **fields)
+
+    def output_dir(self, marker: str) -> Path:
+        """Where this command writes a stage's outputs: the run folder, unless it already holds
+        them (then this command's folder under stages/)."""
+        if self.run_dir is None:
+            raise RunError("this command has no run folder")
+        if (self.run_dir / marker).exists() and self.stage_dir is not None:
+            return self.stage_dir
+        return self.run_dir
+
+    def __exit__(self, kind: Any, error: BaseException | None, trace: Any) -> None:
+        if self.run_dir is None:
+            return
+        import traceback
+
+        from pipeline.console import log_to
+
+        if error is None:
+            record(self.run_dir, "finished", stages=list(self.stages))
+            if "train" in self.stages:
+                mark_latest(self.run_dir)
+        else:
+            details = "".join(traceback.format_exception(kind, error, trace))
+            with open(self.run_dir / LOG, "a") as log:
+                log.write(details)
+            if (
+                isinstance(error, KeyboardInterrupt)
+                or type(error).__name__ == "TrainingInterrupted"
+            ):
+                record(
+                    self.run_dir,
+                    "interrupted",
+                    stage=self.current,
+                    reason=str(error) or kind.__name__,
+                )
+            else:
+                self.failure = mark_failed(self.run_dir, self.current, str(error), details)
+        log_to(None)
+
+
+def open_job(cfg: dict[str, Any], args: Any) -> Job:
+    """Check what the command asks of run folders, and plan its stages; nothing is written."""
+    if args.resume is not None:
+        if args.run is not None or args.stage != "all":
+            raise SettingsError("--resume continues a run's own stages: give it alone, without "
+                                "--run or --stage.")  # fmt: skip
+        return _resume_job(cfg, args)
+    if args.record and args.stage not in ("load", "balance"):
+        raise SettingsError("--record keeps a folder of --stage load or balance; other stages "
+                            "always have one.")  # fmt: skip
+    if args.stage in ("load", "balance"):
+        if args.run is not None:
+            raise SettingsError(f"--stage {args.stage} works without a run folder: drop --run.")
+        return Job(cfg, PLANS[args.stage], new=args.record, requested=args.stage)
+    if args.stage in ("freeze", "evaluate"):
+        run = existing_run(args.run or Path(cfg["results_dir"]) / LATEST, "--run")
+        if "train" not in stages_done(run):
+            raise RunError(f"{run} has not finished its training ({status(run)}): resume it "
+                           f"with python main.py --resume {run}")  # fmt: skip
+        _check_against_run(args.stage, run, cfg, args)
+        return Job(cfg, PLANS[args.stage], run_dir=run, later_stage=args.stage)
+    parent = None if args.run is None else existing_run(args.run, "--run")
+    return Job(cfg, PLANS[args.stage], new=True, parent=parent, requested=args.stage)
+
+
+def _resume_job(cfg: dict[str, Any], args: Any) -> Job:
+    run = existing_run(args.resume, "--resume")
+    _check_against_run("resume", run, cfg, args)
+    state = status(run)
+    if state == "running":
+        raise RunError(f"{run} is being run by another process right now (see its history.jsonl)")
+    created = next((e for e in history(run) if e["event"] == "created"), {})
+    planned = PLANS.get(created.get("stage", "all"), PLANS["all"])
+    done = stages_done(run)
+    remaining = [s for s in ("train", "freeze", "evaluate") if s in planned and s not in done]
+    if not remaining:
+        raise RunError(f"{run} has nothing left to do: it finished {', '.join(sorted(done))}")
+    data = ("load", "balance") if {"train", "evaluate"} & set(remaining) else ()
+    return Job(cfg, (*data, *remaining), run_dir=run, later_stage="resume")
+
+
+def _check_against_run(stage: str, run: Path, cfg: dict[str, Any], args: Any) -> None:
+    from pipeline.settings import default_config, read_config_file
+
+    run_cfg = {**default_config(), **read_config_file(run / "config.py", default_config())}
+    check_overrides(stage, run, cfg, run_cfg, args.overrides, args.origins)

@@ -46,7 +46,9 @@ def big_sample(tmp_path_factory) -> Path:
     from make_ntuples import generate_sample
 
     folder = tmp_path_factory.mktemp("entry_points")
-    generate_sample(folder, "qcd", 8000, seed=5, events_per_file=500, writer="uproot", progress=False)
+    generate_sample(
+        folder, "qcd", 8000, seed=5, events_per_file=500, writer="uproot", progress=False
+    )
     return folder
 
 
@@ -66,9 +68,9 @@ def run_python(arguments: list[str], cwd: Path, stdin: str | None = None) -> dic
 
 @pytest.fixture(scope="module")
 def reference(big_sample) -> dict:
-    from dataset_loader import DatasetLoader
-
     import xxhash
+
+    from dataset_loader import DatasetLoader
 
     df = DatasetLoader(max_workers=1, progress=False).load_into_dataframe(str(big_sample))
     return {
