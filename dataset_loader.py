@@ -85,11 +85,11 @@ import awkward as ak
 import numpy as np
 import uproot
 import xxhash
-from tqdm import tqdm
 from uproot.models.TBasket import Model_TBasket
 from uproot.source.cursor import Cursor
 
 from loader.workers import Call, Runner, WorkerPool, run_here
+from pipeline.console import progress
 
 if TYPE_CHECKING:  # pandas is imported when the DataFrame is built: workers never need it
     import pandas as pd
@@ -357,7 +357,7 @@ class DatasetLoader:
     def _scan(self, files: list[str], options: dict, run: Runner) -> list[FileScan | None]:
         scans: list[FileScan | None] = [None] * len(files)
         calls = [Call(scan_file, (path, options), path) for path in files]
-        with tqdm(
+        with progress(
             total=len(files),
             unit="file",
             desc="scanning ntuples",
@@ -431,7 +431,7 @@ class DatasetLoader:
         failed: set[int] = set()
         files = len({task.file for task in tasks})
         workers = self.max_workers if len(tasks) > 1 else 1
-        with tqdm(
+        with progress(
             total=columns.length,
             unit="track",
             unit_scale=True,

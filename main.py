@@ -97,7 +97,7 @@ def run_stages(cfg: dict[str, Any], job: Job, timer: StageTimer, summary: dict[s
         with timer("evaluate"):
             out = job.output_dir("report.html")
             test_tracks = tracks[tracks["sample"].isin(cfg["test_samples"])]
-            evaluate(train, test_tracks, cfg, out)
+            evaluate(train, test_tracks, cfg, job.run_dir, output_dir=out)
         summary["report"] = out / "report.html"
         job.done("evaluate", folder=str(out))
 

@@ -98,6 +98,7 @@ def evaluate(
     run_dir: Path,
     bdt_max_tracks: int = 300_000,
     plots: bool = True,
+    output_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Compare the classifiers on the test tracks, derive the working points, write the report.
 
@@ -107,7 +108,8 @@ def evaluate(
     """
     start = time.perf_counter()
     run_dir = Path(run_dir)
-    plots_dir = run_dir / "plots"
+    out = Path(output_dir) if output_dir is not None else run_dir  # a later evaluation's folder
+    plots_dir = out / "plots"
     plots_dir.mkdir(parents=True, exist_ok=True)
     test = classified_tracks(held_out_samples(test, cfg), cfg)
     train = None if train is None else classified_tracks(train, cfg)
@@ -162,14 +164,14 @@ def evaluate(
     plot_list: list[dict[str, str]] = []
     if plots:
         plot_start = time.perf_counter()
-        plot_list = make_plots(train, test, scores, masks, metrics, cfg, run_dir)
+        plot_list = make_plots(train, test, scores, masks, metrics, cfg, run_dir, out)
         timing["plots_s"] = time.perf_counter() - plot_start
     timing["total_s"] = time.perf_counter() - start
     metrics["timing"] = {k: round(v, 2) for k, v in timing.items()}
 
-    write_metrics_json(metrics, run_dir / "metrics.json")
-    write_working_points(metrics, run_dir / "working_points.py")
-    report = write_report(metrics, plot_list, run_dir)
+    write_metrics_json(metrics, out / "metrics.json")
+    write_working_points(metrics, out / "working_points.py")
+    report = write_report(metrics, plot_list, out)
     print_summary(metrics)
     print(
         f"Wrote {report}, metrics.json, working_points.py and {len(plot_list)} plots "
@@ -186,6 +188,7 @@ def make_plots(
     metrics: dict[str, Any],
     cfg: dict[str, Any],
     run_dir: Path,
+    out: Path,
 ) -> list[dict[str, str]]:
     from evaluation.plots import make_evaluation_plots
 
@@ -195,7 +198,7 @@ def make_plots(
         masks,
         metrics,
         cfg,
-        Path(run_dir) / "plots",
+        Path(out) / "plots",
         train=train,
         sanitizer=load_sanitizer(run_dir),
         training_log=read_training_log(run_dir),

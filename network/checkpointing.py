@@ -131,9 +131,7 @@ class TrainingState(keras.callbacks.Callback):
         with np.load(self.folder / self.state["files"]["extra"]) as extra:
             _assign(_rng_variables(trainer), extra, "rng")
             if self.state["batch"]:
-                self._pending_metrics = [
-                    extra[f"metric_{i}"] for i in range(_count(extra, "metric"))
-                ]
+                self._pending_metrics = _arrays(extra, "metric")
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         for callback, saved in zip(self.deciders, self._decider_states, strict=False):

@@ -314,16 +314,10 @@ class Job:
             details = "".join(traceback.format_exception(kind, error, trace))
             with open(self.run_dir / LOG, "a") as log:
                 log.write(details)
-            if (
-                isinstance(error, KeyboardInterrupt)
-                or type(error).__name__ == "TrainingInterrupted"
-            ):
-                record(
-                    self.run_dir,
-                    "interrupted",
-                    stage=self.current,
-                    reason=str(error) or kind.__name__,
-                )
+            if isinstance(error, KeyboardInterrupt | Interrupted):
+                reason = str(error) or kind.__name__
+                record(self.run_dir, "interrupted", stage=self.current, reason=reason)
+                error.run_dir = self.run_dir  # type: ignore[union-attr]  (for the resume hint)
             else:
                 self.failure = mark_failed(self.run_dir, self.current, str(error), details)
         log_to(None)

@@ -19,6 +19,7 @@ import difflib
 import io
 import math
 import pprint
+import sys
 import tokenize
 import types
 from dataclasses import dataclass
@@ -190,7 +191,7 @@ def load_config(argv: list[str] | None = None) -> tuple[dict[str, Any], argparse
     described = describe_config()
     defaults = {name: s.default for name, s in described.items()}
     parser = _parser(described)
-    args, unknown = parser.parse_known_args(argv)
+    args, unknown = parser.parse_known_args(_joined_negative_numbers(argv, described))
     if unknown:
         raise SettingsError(_unknown_option(unknown[0], parser))
     cfg = dict(defaults)
@@ -216,6 +217,26 @@ def load_config(argv: list[str] | None = None) -> tuple[dict[str, Any], argparse
     args.origins = origins
     args.overrides = {n for n, o in origins.items() if o not in ("config.py", _run_file(run))}
     return check_settings(cfg, origins), args
+
+
+def _joined_negative_numbers(argv: list[str] | None, settings: dict) -> list[str]:
+    """`--learning_rate -1e-3` as `--learning_rate=-1e-3`: argparse would take -1e-3 for an
+    option (it knows only plain negative numbers) instead of reporting the bad value."""
+    if argv is None:
+        argv = sys.argv[1:]
+    joined: list[str] = []
+    for token in argv:
+        previous = joined[-1] if joined else ""
+        if previous.startswith("--") and previous[2:] in settings and token.startswith("-"):
+            try:
+                float(token)
+            except ValueError:
+                joined.append(token)
+            else:
+                joined[-1] = f"{previous}={token}"
+            continue
+        joined.append(token)
+    return joined
 
 
 def _run_file(run: Path | None) -> str | None:

@@ -21,7 +21,11 @@ def run_main(*args: str, cwd: Path) -> subprocess.CompletedProcess:
         capture_output=True,
         text=True,
         timeout=900,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"},
+        env={
+            k: v
+            for k, v in {**os.environ, "PYTHONPATH": str(ROOT)}.items()
+            if k != "TF_CPP_MIN_LOG_LEVEL"
+        },  # as a user runs it
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
@@ -46,7 +50,7 @@ def finished_run(tmp_path_factory):
         *("--results_dir", str(work / "results")),
         cwd=work,
     )
-    return work, work / "results" / "latest", result.stdout
+    return work, work / "results" / "latest", result.stdout + result.stderr
 
 
 def test_run_folder_holds_every_output(finished_run):
@@ -76,8 +80,17 @@ def test_run_used_two_replicas_and_reported_a_summary(finished_run):
     assert 0.6 < auc <= 1.0
 
 
+def test_terminal_is_quiet_on_a_cpu_machine(finished_run):
+    """TensorFlow's and CUDA's start-up noise goes to the run's log, not the terminal."""
+    _, run, output = finished_run
+    for noise in ("cuInit", "CUDA error", "absl", "cuda drivers", "rebuild TensorFlow"):
+        assert noise not in output, noise
+    assert "cuda" in (run / "run.log").read_text().lower()  # kept, where it belongs
+    assert "training on the CPU" in output  # the one line that says so
+
+
 def test_effective_config_repeats_the_run(finished_run):
-    from helper_functions import load_config
+    from pipeline.settings import load_config
 
     _, run, _ = finished_run
     cfg, _ = load_config(["--config", str(run / "config.py")])
@@ -94,6 +107,8 @@ def test_freeze_stage_alone_rewrites_an_identical_graph(finished_run):
     (run / "frozen_graph.pb").unlink()
     result = run_main("--stage", "freeze", "--run", str(run), cwd=work)
     assert "agrees with the Keras model" in result.stdout
+    again = run_main("--stage", "freeze", "--run", str(run), cwd=work)  # one exists: checked
+    assert "checked again" in again.stdout
     after = load_graph_def(run / "frozen_graph.pb")
     original = tf.compat.v1.GraphDef.FromString(before)
     with np.load(run / "holdout_tracks.npz") as holdout:
