@@ -1,6 +1,6 @@
 """The loader with worker processes from every entry point a user has: a script without a
-`__main__` guard, `python -c`, `python -` (stdin), and a process that imported TensorFlow
-first. Inputs are large enough that the workers, not the calling process, decode most tracks."""
+`__main__` guard, `python -c`, `python -` (stdin), IPython (what Jupyter runs), and a process
+that imported TensorFlow first. Inputs are large enough that the workers, not the calling process, decode most tracks."""
 
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ def assert_loaded_by_workers(found: dict, reference: dict) -> None:
     assert by_workers > reference["rows"] / 2, found["processes"]  # the workers decoded most
 
 
-@pytest.mark.parametrize("entry", ["script", "command", "stdin", "tensorflow_first"])
+@pytest.mark.parametrize("entry", ["script", "command", "stdin", "ipython", "tensorflow_first"])
 def test_same_dataframe_from_every_entry_point(entry, big_sample, reference, tmp_path):
     prelude = TENSORFLOW_FIRST if entry == "tensorflow_first" else ""
     code = LOAD.format(prelude=prelude, folder=str(big_sample))
@@ -100,6 +100,9 @@ def test_same_dataframe_from_every_entry_point(entry, big_sample, reference, tmp
         found = run_python([str(script)], tmp_path)
     elif entry == "command":
         found = run_python(["-c", code], tmp_path)
+    elif entry == "ipython":  # as in a Jupyter notebook: IPython's own __main__
+        pytest.importorskip("IPython")
+        found = run_python(["-m", "IPython", "--quick", "--no-banner", "-c", code], tmp_path)
     else:
         found = run_python(["-"], tmp_path, stdin=code)
     assert_loaded_by_workers(found, reference)
