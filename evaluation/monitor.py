@@ -15,6 +15,7 @@ from cmssw.ntuple import ALGORITHMS
 from evaluation.metrics import NEW, REFERENCE, auc, not_classifiable, to_mva
 from evaluation.plots import roc_grid, score_grid
 from helper_functions import write_atomically
+from network.data import predict
 
 LABEL = "trk_isTrue"
 
@@ -64,9 +65,7 @@ class MonitorCallback(keras.callbacks.Callback):
             labels = data["labels"]
             scores = {NEW: np.zeros(0)}
             if len(labels):
-                predicted = self.model.predict(
-                    {"x": data["x"], "y": data["y"]}, batch_size=self.batch_size, verbose=0
-                )
+                predicted = predict(self.model, {"x": data["x"], "y": data["y"]})
                 scores = {NEW: to_mva(predicted)}
             if data["reference"] is not None:
                 scores[REFERENCE] = data["reference"]

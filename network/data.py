@@ -31,9 +31,19 @@ import tensorflow as tf
 from cmssw.ntuple import LABEL
 
 
+def aligned_empty(shape: tuple[int, ...], dtype: Any, alignment: int = 64) -> np.ndarray:
+    """np.empty whose data start on an `alignment`-byte boundary, as TensorFlow's CPU kernels
+    require of a buffer they share (Eigen's alignment)."""
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape)) * dtype.itemsize
+    raw = np.empty(size + alignment, dtype=np.uint8)
+    start = -raw.ctypes.data % alignment
+    return raw[start : start + size].view(dtype).reshape(shape)
+
+
 def feature_matrix(frames: Sequence[pd.DataFrame], columns: Sequence[str]) -> np.ndarray:
     """float32 [rows of all frames, columns], filled column by column: one copy, no temporary."""
-    out = np.empty((sum(len(f) for f in frames), len(columns)), dtype=np.float32)
+    out = aligned_empty((sum(len(f) for f in frames), len(columns)), np.float32)
     start = 0
     for frame in frames:
         for j, column in enumerate(columns):
@@ -71,6 +81,9 @@ class TrackData:
         self.steps_per_epoch = -(-self.used_train // self.global_batch)
         self.validation_steps = -(-self.used_validation // self.global_batch)
         self.features, self.algo = _place(features, strategy), _place(algo, strategy)
+        self.device = getattr(self.features, "device", "")
+        if strategy.num_replicas_in_sync > 1:
+            self.device = f"{self.replicas} devices ({self.device} and the others)"
         # Labels and weights travel with the row numbers: 4 bytes per track each.
         self.labels = tf.constant(labels.astype(np.float32).reshape(-1, 1))
         self.weights = None if weights is None else tf.constant(weights.astype(np.float32))
@@ -148,19 +161,25 @@ class TrackData:
 def _place(array: np.ndarray, strategy: tf.distribute.Strategy) -> tf.Tensor | tf.Variable:
     """The array where the replicas read it: on several devices a mirrored variable (a copy on
     each), on a GPU a copy there when it fits (else it stays in host memory), on the CPU a
-    tensor sharing the array's memory."""
+    tensor sharing the array's memory (DLPack: no copy; the array must be 64-byte aligned, see
+    aligned_empty)."""
+    if not array.flags.c_contiguous or array.ctypes.data % 64:
+        aligned = aligned_empty(array.shape, array.dtype)
+        aligned[...] = array
+        array = aligned
+    host = tf.experimental.dlpack.from_dlpack(array.__dlpack__())
     if strategy.num_replicas_in_sync > 1:
         with strategy.scope():
-            return tf.Variable(array, trainable=False)
+            return tf.Variable(host, trainable=False)
     gpus = tf.config.list_logical_devices("GPU")
     if gpus:
         try:
             with tf.device(gpus[0].name):
-                return tf.identity(tf.convert_to_tensor(array))
+                return tf.identity(host)
         except tf.errors.ResourceExhaustedError:
             print(f"note: {array.nbytes / 1e9:.1f} GB of tracks do not fit on {gpus[0].name}; "
                   "the batches are gathered in host memory")  # fmt: skip
-    return tf.convert_to_tensor(array)
+    return host
 
 
 class Trainer(keras.Model):
@@ -204,3 +223,17 @@ class Trainer(keras.Model):
         self.compute_loss(rows, labels, predicted, weights)
         self.compute_metrics(rows, labels, predicted, weights)
         self.reset_metrics()
+
+
+def predict(network: keras.Model, inputs: dict[str, Any], chunk: int = 65_536) -> np.ndarray:
+    """The network's output p for inputs {"x", "y"} (arrays or tensors), called eagerly chunk
+    by chunk: no predict function to trace, so cheap to call now and then during a training."""
+    network = getattr(network, "network", network)  # a Trainer: its network
+    n = int(inputs["x"].shape[0])
+    parts = [
+        keras.ops.convert_to_numpy(
+            network({k: v[start : start + chunk] for k, v in inputs.items()}, training=False)
+        )
+        for start in range(0, n, chunk)
+    ]
+    return np.concatenate(parts).ravel() if parts else np.zeros(0, dtype=np.float32)

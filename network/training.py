@@ -32,7 +32,7 @@ from network.checkpointing import (
     sync_logs,
 )
 from network.custom.input_sanitizer import fit_sanitizer_bounds, transforms_for_features
-from network.data import TrackData, Trainer, feature_matrix
+from network.data import TrackData, Trainer, feature_matrix, predict
 from network.model import build_model_from_config
 from pipeline.console import is_terminal
 
@@ -52,6 +52,7 @@ class TrainingResult:
     resumed_from: tuple[int, int] | None = None  # (epoch, batch) this session started at
     stopped_early: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
+    input_bytes_per_track: float = 0.0  # what the training holds per track on its device(s)
 
 
 def train_model(
@@ -80,7 +81,8 @@ def train_model(
     print(
         f"{len(train)} training and {len(validation)} validation tracks; {replicas} replica(s) "
         f"x {cfg['batch_size']} = global batch {global_batch}; "
-        f"{trainer.network.count_params():,} parameters"
+        f"{trainer.network.count_params():,} parameters; inputs {data.bytes_per_track:.0f} B/track"
+        f" on {data.device}"
     )
 
     stop = StopRequest()
@@ -123,8 +125,9 @@ def train_model(
     if best is None:  # nothing trained in this session: the best model is on disk
         best = keras.models.load_model(run_dir / "model.keras", compile=False).get_weights()
     trainer.network.set_weights(best)
-    scores = trainer.predict(data.validation_batches(), verbose=0).ravel()
-    labels = validation[LABEL].to_numpy()[: len(scores)]
+    rows = tf.range(data.n_train, data.n_train + data.n_validation)
+    scores = predict(trainer.network, data.inputs(rows))
+    labels = validation[LABEL].to_numpy()
     return TrainingResult(
         model=trainer.network,
         validation_auc=float(roc_auc_score(labels, scores)),
@@ -132,6 +135,7 @@ def train_model(
         resumed_from=start if resumed else None,
         stopped_early=bool(state.state.get("stopped_early")),
         history=state.state["history"],
+        input_bytes_per_track=data.bytes_per_track,
     )
 
 

@@ -1,6 +1,7 @@
 """The loader with worker processes from every entry point a user has: a script without a
 `__main__` guard, `python -c`, `python -` (stdin), IPython (what Jupyter runs), and a process
-that imported TensorFlow first. Inputs are large enough that the workers, not the calling process, decode most tracks."""
+that imported TensorFlow first. Inputs are large enough that the workers, not the calling
+process, decode most tracks."""
 
 from __future__ import annotations
 
