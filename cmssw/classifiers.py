@@ -141,9 +141,8 @@ def deploy_target_mismatch(
     `algo_branch` only selects iterations). custom: anything goes (no CMSSW module loads it).
     """
     if deploy_target not in DEPLOY_TARGETS:
-        return (
-            f"deploy_target is {deploy_target!r}: choose one of "
-            + ", ".join(repr(name) for name in DEPLOY_TARGETS)
+        return f"deploy_target is {deploy_target!r}: choose one of " + ", ".join(
+            repr(name) for name in DEPLOY_TARGETS
         )
     expected = target_inputs(deploy_target)
     if expected is None:
