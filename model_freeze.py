@@ -105,6 +105,7 @@ def freeze_model(
     check_inputs: dict[str, np.ndarray],
     tolerance: float = 1e-5,
     deploy_target: str = "tf_graph",
+    optimize: bool = True,
 ) -> FreezeReport:
     """Write the frozen graph to path, reload it and check it against the Keras model.
 
@@ -112,10 +113,16 @@ def freeze_model(
     the model's own input widths for "custom". Works on a model trained under any
     tf.distribute strategy: fold_batch_norm makes a plain single-device copy first, so no
     distributed variable reaches the graph. Nothing is written unless every check passes.
+    optimize=False freezes the model layer by layer as it is, without folding batch
+    normalisation or running grappler (a reference for benchmarks/bench_inference.py).
     """
     path = Path(path)
     widths = expected_widths(deploy_target, model)
-    plain = fold_batch_norm(model)
+    if optimize:
+        plain = fold_batch_norm(model)
+    else:
+        plain = keras.models.clone_model(model)
+        plain.set_weights(model.get_weights())
 
     @tf.function(
         input_signature=[
@@ -129,7 +136,8 @@ def freeze_model(
     frozen = convert_variables_to_constants_v2(serve.get_concrete_function())
     graph_def = frozen.graph.as_graph_def()
     _name_output(graph_def, frozen.outputs[0].op.name)
-    graph_def = optimize_graph_def(graph_def)
+    if optimize:
+        graph_def = optimize_graph_def(graph_def)
     strip_default_attributes(graph_def)
     check_contract(graph_def, widths[FEATURE_INPUT])
 

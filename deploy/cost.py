@@ -1,0 +1,119 @@
+"""Inference cost of frozen graphs, run the way CMSSW's TrackTfClassifier runs them.
+
+CMSSW gives each graph a TensorFlow session with one intra-op and one inter-op thread and
+evaluates the tracks of an event in batches (cmssw.classifiers.CMSSW_BATCH_SIZE, 16, by
+default). Here each graph gets such a session and is called through a compiled callable (the
+least Python per call), on the same realistic tracks. The graphs are measured in turn, in a
+different order every round, and the median over rounds is reported, so that other load on the
+machine is shared fairly between them.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from cmssw.classifiers import ALGO_INPUT, CMSSW_BATCH_SIZE, FEATURE_INPUT, OUTPUT_NODE
+from model_freeze import load_graph_def
+
+DEFAULT_BATCH_SIZES = (CMSSW_BATCH_SIZE, 1024)
+# The harness's own cost per call (feeding, fetching, Python) is measured on a graph that does
+# almost nothing with the same interface; subtracting it leaves the graph's own cost.
+FLOOR = "floor (x, y -> Identity, no model)"
+
+
+def floor_graph_def(n_features: int = 29) -> tf.compat.v1.GraphDef:
+    """A graph with the classifier's interface that only sums x: the harness's floor."""
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, [None, n_features], name=FEATURE_INPUT)
+        y = tf.compat.v1.placeholder(tf.float32, [None, 1], name=ALGO_INPUT)
+        tf.identity(tf.reduce_sum(x, axis=1, keepdims=True) + y, name=OUTPUT_NODE)
+    return graph.as_graph_def()
+
+
+def cmssw_like_session(
+    graph_def: str | Path | tf.compat.v1.GraphDef,
+) -> tuple[Callable, tf.compat.v1.Session]:
+    """(run(x, y) -> p, session) for a frozen graph (or its path), on one thread like CMSSW."""
+    if not isinstance(graph_def, tf.compat.v1.GraphDef):
+        graph_def = load_graph_def(graph_def)
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.compat.v1.import_graph_def(graph_def, name="")
+    config = tf.compat.v1.ConfigProto(
+        intra_op_parallelism_threads=1, inter_op_parallelism_threads=1
+    )
+    session = tf.compat.v1.Session(graph=graph, config=config)
+    run = session.make_callable(
+        graph.get_tensor_by_name(f"{OUTPUT_NODE}:0"),
+        [graph.get_tensor_by_name(f"{name}:0") for name in (FEATURE_INPUT, ALGO_INPUT)],
+    )
+    return run, session
+
+
+def _time_calls(run: Callable, batches: list[tuple[np.ndarray, np.ndarray]], calls: int) -> float:
+    start = time.perf_counter()
+    for i in range(calls):
+        run(*batches[i % len(batches)])
+    return time.perf_counter() - start
+
+
+def microseconds_per_track(
+    graphs: Mapping[str, str | Path],
+    inputs: Mapping[str, np.ndarray],
+    batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
+    rounds: int = 15,
+    seconds_per_measurement: float = 0.2,
+    with_floor: bool = True,
+) -> dict[str, dict[int, float]]:
+    """Median microseconds per track of each graph (name -> path) at each batch size, and of
+    the FLOOR graph (with_floor): subtract it for the graphs' own cost (net_of_floor).
+
+    `inputs`: {"x", "y"} realistic tracks, cycled through in batches. Every graph must take
+    the width of inputs["x"] (the production graphs take CMSSW's 29 features).
+    """
+    x = np.asarray(inputs[FEATURE_INPUT], np.float32)
+    y = np.asarray(inputs[ALGO_INPUT], np.float32).reshape(-1, 1)
+    sources: dict[str, str | Path | tf.compat.v1.GraphDef] = dict(graphs)
+    if with_floor:
+        sources[FLOOR] = floor_graph_def(x.shape[1])
+    sessions = {name: cmssw_like_session(source) for name, source in sources.items()}
+    results: dict[str, dict[int, list[float]]] = {n: {b: [] for b in batch_sizes} for n in sources}
+    try:
+        for batch in batch_sizes:
+            batches = [
+                (x[i : i + batch], y[i : i + batch]) for i in range(0, len(x) - batch + 1, batch)
+            ]
+            if not batches:
+                raise ValueError(f"{len(x)} tracks given, fewer than one batch of {batch}")
+            calls = {}
+            for name, (run, _) in sessions.items():  # warm up, and size each measurement
+                _time_calls(run, batches, 20)
+                per_call = _time_calls(run, batches, 50) / 50
+                calls[name] = max(20, int(seconds_per_measurement / per_call))
+            names = list(sessions)
+            for round_index in range(rounds):
+                shift = round_index % len(names)
+                for name in names[shift:] + names[:shift]:
+                    elapsed = _time_calls(sessions[name][0], batches, calls[name])
+                    results[name][batch].append(elapsed / (calls[name] * batch) * 1e6)
+    finally:
+        for _, session in sessions.values():
+            session.close()
+    return {n: {b: statistics.median(v) for b, v in per.items()} for n, per in results.items()}
+
+
+def net_of_floor(results: Mapping[str, Mapping[int, float]]) -> dict[str, dict[int, float]]:
+    """Each graph's microseconds per track minus the floor's: what the graph itself costs."""
+    floor = results[FLOOR]
+    return {
+        name: {batch: value - floor[batch] for batch, value in per_batch.items()}
+        for name, per_batch in results.items()
+        if name != FLOOR
+    }
