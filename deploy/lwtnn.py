@@ -318,9 +318,3 @@ def export_lwtnn(
     finally:
         tmp.unlink(missing_ok=True)
     return LwtnnReport(path, len(check_x), difference, non_finite)
-
-
-def finite_rows(x: np.ndarray) -> np.ndarray:
-    """Tracks whose every input is finite: the only ones an lwtnn-variant model can train on
-    (lwtnn has no way to clean NaN or inf, so a NaN input makes a NaN loss)."""
-    return np.isfinite(np.asarray(x, dtype=np.float32)).all(axis=1)

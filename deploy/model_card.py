@@ -111,13 +111,19 @@ def describe_inputs(
         scaling = layers[LinearScalingLayer]
         offset = keras.ops.convert_to_numpy(scaling.offset)
         scale = keras.ops.convert_to_numpy(scaling.scale)
-        for name, o, s in zip(features, offset, scale, strict=True):
+        for name, o, s, low, high in zip(
+            features, offset, scale, scaling.lower, scaling.upper, strict=True
+        ):
             inputs.append(
                 {
                     "name": name,
                     "transform": "(x + offset) * scale",
                     "offset": float(o),
                     "scale": float(s),
+                    # in training only; JSON has no infinity: None for "no clip"
+                    "training_clip": [float(low), float(high)]
+                    if np.isfinite(low) and np.isfinite(high)
+                    else None,
                 }
             )
     else:

@@ -161,6 +161,8 @@ def build_lwtnn_model(
     features: Sequence[str],
     offset: np.ndarray,
     scale: np.ndarray,
+    lower: np.ndarray | None = None,
+    upper: np.ndarray | None = None,
     hidden_layers: Sequence[int] = DEFAULT_HIDDEN_LAYERS,
     activation: str = "elu",
     batch_norm: bool = True,
@@ -170,8 +172,9 @@ def build_lwtnn_model(
     seed: int = 42,
 ) -> keras.Model:
     """The lwtnn variant: input {"x": float32 [N, len(features)]} (all inputs, trk_algo raw),
-    LinearScalingLayer(offset, scale) (fit_linear_scaling), the dense blocks of build_model,
-    sigmoid output "output". Batch normalisation is allowed: the export folds it.
+    LinearScalingLayer(offset, scale, lower, upper) (from fit_linear_scaling; lower/upper
+    clip in training only), the dense blocks of build_model, sigmoid output "output". Batch
+    normalisation is allowed: the export folds it.
 
     `activation` must be one lwtnn computes (cmssw.classifiers.LWTNN_ACTIVATIONS); checked
     here, before any training.
@@ -189,7 +192,7 @@ def build_lwtnn_model(
         )
     regularizer = keras.regularizers.L2(l2) if l2 > 0 else None
     x = keras.Input(shape=(len(features),), dtype="float32", name="x")
-    h = LinearScalingLayer(offset, scale, name="linear_scaling")(x)
+    h = LinearScalingLayer(offset, scale, lower, upper, name="linear_scaling")(x)
     output = _dense_blocks(
         h, hidden_layers, activation, batch_norm, dropout, regularizer, initializer, seed
     )
@@ -197,14 +200,17 @@ def build_lwtnn_model(
 
 
 def build_lwtnn_model_from_config(
-    cfg: Mapping[str, Any], offset: np.ndarray, scale: np.ndarray
+    cfg: Mapping[str, Any],
+    offset: np.ndarray,
+    scale: np.ndarray,
+    lower: np.ndarray | None = None,
+    upper: np.ndarray | None = None,
 ) -> keras.Model:
     """build_lwtnn_model with the model settings of a config.py-like dict."""
     if "features" not in cfg:
         raise KeyError("the settings have no `features`")
-    return build_lwtnn_model(
-        list(cfg["features"]), offset, scale, **_model_settings(cfg, with_algo_depth=False)
-    )
+    settings = _model_settings(cfg, with_algo_depth=False)
+    return build_lwtnn_model(list(cfg["features"]), offset, scale, lower, upper, **settings)
 
 
 def _model_settings(cfg: Mapping[str, Any], with_algo_depth: bool = True) -> dict[str, Any]:

@@ -16,7 +16,6 @@ from cmssw.classifiers import DERIVED_INPUTS, LWTNN_INPUTS, derived_input
 from deploy.lwtnn import (
     LwtnnNetwork,
     export_lwtnn,
-    finite_rows,
     keras_model_from_lwtnn,
     lwtnn_config,
     lwtnn_scores,
@@ -44,11 +43,12 @@ def x(tracks) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def model(tracks, x):
-    offset, scale = fit_linear_scaling(x)
-    built = build_lwtnn_model(LWTNN_INPUTS, offset, scale, hidden_layers=[24, 12], dropout=0.2)
+    assert not np.isfinite(x).all()  # NaN and outliers are in the training tracks
+    bounds = fit_linear_scaling(x)
+    built = build_lwtnn_model(LWTNN_INPUTS, *bounds, hidden_layers=[24, 12], dropout=0.2)
     built.compile(optimizer="adam", loss="binary_crossentropy")
-    rows = finite_rows(x)
-    built.fit({"x": x[rows]}, tracks["trk_isTrue"][rows], batch_size=256, epochs=2, verbose=0)
+    history = built.fit({"x": x}, tracks["trk_isTrue"], batch_size=256, epochs=2, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
     return built
 
 
@@ -58,7 +58,7 @@ def test_scaling_is_robust_and_ignores_non_finite_values():
     polluted = column.copy()
     polluted[:20] = [4e6] * 10 + [-99999] * 5 + [np.nan] * 3 + [np.inf] * 2
     x = np.column_stack([column, polluted, np.full(10_000, 7.0), np.r_[np.zeros(9990), [1] * 10]])
-    offset, scale = fit_linear_scaling(x)
+    offset, scale, lower, upper = fit_linear_scaling(x)
     assert offset[0] == pytest.approx(-10.0, abs=0.1) and offset[1] == pytest.approx(
         offset[0], abs=0.01
     )
@@ -66,8 +66,23 @@ def test_scaling_is_robust_and_ignores_non_finite_values():
     assert scale[0] == pytest.approx(2 / (2 * 1.645 * 2.0), rel=0.05)  # 90 % of a N(10, 2)
     assert (offset[2], scale[2]) == (-7.0, 1.0)  # constant: shifted to 0, scale 1
     assert (offset[3], scale[3]) == (0.0, 2.0)  # empty central range: the full range instead
+    finite = polluted[np.isfinite(polluted)]
+    assert lower[1] == pytest.approx(np.quantile(finite, 0.001), rel=1e-6)  # training clip
+    assert upper[1] == pytest.approx(np.quantile(finite, 0.999), rel=1e-6)
+    assert lower[0] < 4 and upper[0] < 20  # 4e6 and -99999 are not bounds
     with pytest.raises(ValueError, match="quantile must be in"):
         fit_linear_scaling(x, quantile=0.5)
+
+
+def test_scaling_layer_clips_and_cleans_in_training_only():
+    from network.custom.linear_scaling import LinearScalingLayer
+
+    layer = LinearScalingLayer([-1.0, 0.0], [2.0, 1.0], lower=[0.0, -5.0], upper=[3.0, 5.0])
+    x = np.array([[4e6, np.nan], [2.0, -np.inf]], np.float32)
+    np.testing.assert_array_equal(layer(x, training=True), [[4.0, 0.0], [2.0, -5.0]])
+    inference = np.asarray(layer(x, training=False))
+    np.testing.assert_array_equal(inference[0, 0], (4e6 - 1.0) * 2.0)  # what lwtnn computes
+    assert np.isnan(inference[0, 1]) and inference[1, 1] == -np.inf
 
 
 def test_the_variant_refuses_what_lwtnn_cannot_compute():

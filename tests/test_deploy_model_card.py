@@ -43,7 +43,7 @@ def test_inputs_carry_the_fitted_constants(tf_model):
     lwtnn = build_lwtnn_model(LWTNN_INPUTS, np.arange(22.0), np.full(22, 0.5), hidden_layers=[4])
     entry = describe_inputs(lwtnn, LWTNN_INPUTS, None)[3]
     assert entry == {"name": "trk_dxy", "transform": "(x + offset) * scale", "offset": 3.0,
-                     "scale": 0.5}  # fmt: skip
+                     "scale": 0.5, "training_clip": None}  # fmt: skip
 
 
 def test_card_records_what_a_maintainer_needs(tf_model, tmp_path):
