@@ -9,9 +9,9 @@ run (also writes model.onnx and model_card.json beside the graph):
     python model_freeze.py results/<run>
 
 What is frozen is an inference copy of the model: batch normalisation folded into the dense
-kernels, then grappler's constant folding, arithmetic and dependency optimisers run once on the
-frozen graph, so CMSSW's session runs fewer operations per track. The result is checked
-against the Keras model itself, not against the copy.
+kernels, then constant-mask selects and grappler's simplifications applied once to the frozen
+graph (deploy.graph_optimize), so CMSSW's session runs fewer operations per track. The result
+is checked against the Keras model itself, not against the copy.
 """
 
 from __future__ import annotations
@@ -26,12 +26,10 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.protobuf import config_pb2, rewriter_config_pb2
 from tensorflow.python.framework import op_def_registry
 from tensorflow.python.framework.convert_to_constants import (
     convert_variables_to_constants_v2,
 )
-from tensorflow.python.grappler import tf_optimizer
 
 import network  # noqa: F401  (registers the custom layers for load_model)
 from cmssw.classifiers import (
@@ -44,13 +42,10 @@ from cmssw.classifiers import (
     TF_GRAPH_OUTPUT_SHAPE,
 )
 from deploy.fold import fold_batch_norm
+from deploy.graph_optimize import optimize_graph_def
 
 HOLDOUT_FILE = "holdout_tracks.npz"
 GRAPH_FILE = "frozen_graph.pb"
-# Grappler passes run on the frozen graph: they only fold constants, simplify arithmetic and
-# drop Identity/NoOp nodes, so every op left is one an older TensorFlow runtime knows (no
-# fused or layout-specific ops, which "remapper" and "layout" would add).
-OFFLINE_OPTIMIZERS = ("constfold", "arithmetic", "dependency")
 
 
 @dataclass
@@ -114,7 +109,7 @@ def freeze_model(
     tf.distribute strategy: fold_batch_norm makes a plain single-device copy first, so no
     distributed variable reaches the graph. Nothing is written unless every check passes.
     optimize=False freezes the model layer by layer as it is, without folding batch
-    normalisation or running grappler (a reference for benchmarks/bench_inference.py).
+    normalisation or optimising the graph (a reference for benchmarks/bench_inference.py).
     """
     path = Path(path)
     widths = expected_widths(deploy_target, model)
@@ -137,7 +132,7 @@ def freeze_model(
     graph_def = frozen.graph.as_graph_def()
     _name_output(graph_def, frozen.outputs[0].op.name)
     if optimize:
-        graph_def = optimize_graph_def(graph_def)
+        graph_def = optimize_graph_def(graph_def, OUTPUT_NODE)
     strip_default_attributes(graph_def)
     check_contract(graph_def, widths[FEATURE_INPUT])
 
@@ -168,25 +163,6 @@ def freeze_model(
     return FreezeReport(
         path, len(graph_def.node), len(keras_scores), difference, deploy_target, loadable_by, note
     )
-
-
-def optimize_graph_def(graph_def: tf.compat.v1.GraphDef) -> tf.compat.v1.GraphDef:
-    """Run grappler's OFFLINE_OPTIMIZERS once on a frozen graph, keeping x, y and Identity.
-
-    CMSSW's session would redo this work at every start (and an older runtime may do less of
-    it); done here, the stored graph is already the small one.
-    """
-    graph = tf.Graph()
-    with graph.as_default():
-        tf.compat.v1.import_graph_def(graph_def, name="")
-    # Grappler keeps the nodes of the "train_op" collection: the output; placeholders are kept.
-    graph.add_to_collection("train_op", graph.get_operation_by_name(OUTPUT_NODE))
-    meta_graph = tf.compat.v1.train.export_meta_graph(graph=graph, graph_def=graph_def)
-    config = config_pb2.ConfigProto()
-    rewrite = config.graph_options.rewrite_options
-    rewrite.optimizers[:] = OFFLINE_OPTIMIZERS
-    rewrite.meta_optimizer_iterations = rewriter_config_pb2.RewriterConfig.TWO
-    return tf_optimizer.OptimizeGraph(config, meta_graph)
 
 
 def _name_output(graph_def: tf.compat.v1.GraphDef, output: str) -> None:

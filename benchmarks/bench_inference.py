@@ -7,7 +7,7 @@
 
 One session per graph with one intra-op and one inter-op thread (CMSSW's setting), batches of
 16 tracks (TrackTfClassifier's default) and of 1024, the graphs measured in turn in a rotating
-order, the median of the rounds reported (deploy.cost). A "floor" graph with the same interface
+order, the best of the rounds reported (deploy.cost). A "floor" graph with the same interface
 that computes almost nothing is measured too: what it costs (feeding, fetching, the Python
 call) is the harness's, not the model's, and CMSSW's C++ call costs less, so the table also
 shows every graph's cost above the floor. Without --graph the default model of
@@ -159,7 +159,7 @@ def main() -> None:
             graphs, tracks, args.batch_sizes, args.rounds, args.seconds
         )
         seconds = time.perf_counter() - start
-    print(f"\n{len(tracks['x'])} synthetic ttbar tracks; 1 thread; median of {args.rounds} "
+    print(f"\n{len(tracks['x'])} synthetic ttbar tracks; 1 thread; best of {args.rounds} "
           f"rounds; load average {load:.2f} before, {os.getloadavg()[0]:.2f} after "
           f"({seconds:.0f} s)\n")  # fmt: skip
     net = net_of_floor(results)

@@ -4,13 +4,13 @@ CMSSW gives each graph a TensorFlow session with one intra-op and one inter-op t
 evaluates the tracks of an event in batches (cmssw.classifiers.CMSSW_BATCH_SIZE, 16, by
 default). Here each graph gets such a session and is called through a compiled callable (the
 least Python per call), on the same realistic tracks. The graphs are measured in turn, in a
-different order every round, and the median over rounds is reported, so that other load on the
-machine is shared fairly between them.
+different order every round, and the best round of each is reported: other load on the
+machine only ever slows a round down, so the fastest round is the closest to the graph's own
+cost, and every graph gets the same chances at a quiet moment.
 """
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -72,7 +72,8 @@ def microseconds_per_track(
     seconds_per_measurement: float = 0.2,
     with_floor: bool = True,
 ) -> dict[str, dict[int, float]]:
-    """Median microseconds per track of each graph (name -> path) at each batch size, and of
+    """Microseconds per track (best of `rounds`) of each graph (name -> path) at each batch size,
+    and of
     the FLOOR graph (with_floor): subtract it for the graphs' own cost (net_of_floor).
 
     `inputs`: {"x", "y"} realistic tracks, cycled through in batches. Every graph must take
@@ -106,7 +107,7 @@ def microseconds_per_track(
     finally:
         for _, session in sessions.values():
             session.close()
-    return {n: {b: statistics.median(v) for b, v in per.items()} for n, per in results.items()}
+    return {n: {b: min(v) for b, v in per.items()} for n, per in results.items()}
 
 
 def net_of_floor(results: Mapping[str, Mapping[int, float]]) -> dict[str, dict[int, float]]:
