@@ -7,10 +7,12 @@
 
 One session per graph with one intra-op and one inter-op thread (CMSSW's setting), batches of
 16 tracks (TrackTfClassifier's default) and of 1024, the graphs measured in turn in a rotating
-order, the best of the rounds reported (deploy.cost). A "floor" graph with the same interface
+order, over 30 rounds (deploy.cost). A "floor" graph with the same interface
 that computes almost nothing is measured too: what it costs (feeding, fetching, the Python
 call) is the harness's, not the model's, and CMSSW's C++ call costs less, so the table also
-shows every graph's cost above the floor. Without --graph the default model of
+shows every graph's cost above the floor (best round), and its ratio to CKF_Run3_12_5_0_pre5's
+(the median of the per-round ratios: each round's pair measured back to back, under the same
+load, the figure to trust on a busy machine). Without --graph the default model of
 config.py (its architecture and 29 inputs with the sanitizer) is trained for one epoch on
 synthetic tracks (make_ntuples.generate_events) and frozen twice: as model_freeze.py freezes it
 (batch norm folded, grappler run) and layer by layer (the reference that shows what the
@@ -114,20 +116,22 @@ def production_graphs(extra: list[str]) -> dict[str, Path]:
 
 
 def print_table(
-    results: dict[str, dict[int, float]], net: dict[str, dict[int, float]], batch_sizes: list[int]
+    results: dict[str, dict[int, float]],
+    net: dict[str, dict[int, float]],
+    ratios: dict[str, dict[int, float]] | None,
+    batch_sizes: list[int],
 ) -> None:
-    reference = net.get(REFERENCE)
     header = f"{'graph':<42}" + "".join(f"{f'µs/track @{b}':>15}" for b in batch_sizes)
     header += "".join(f"{f'above floor @{b}':>18}" for b in batch_sizes)
-    if reference:
-        header += "".join(f"{f'÷ CKF @{b}':>12}" for b in batch_sizes)
+    if ratios:
+        header += "".join(f"{f'÷ CKF @{b}':>12}" for b in batch_sizes) + "  (paired)"
     print(header)
     for name, per_batch in results.items():
         row = f"{name:<42}" + "".join(f"{per_batch[b]:>15.2f}" for b in batch_sizes)
         if name in net:
             row += "".join(f"{net[name][b]:>18.2f}" for b in batch_sizes)
-            if reference:
-                row += "".join(f"{net[name][b] / reference[b]:>12.2f}" for b in batch_sizes)
+            if ratios:
+                row += "".join(f"{ratios[name][b]:>12.2f}" for b in batch_sizes)
         print(row)
 
 
@@ -136,12 +140,12 @@ def main() -> None:
     parser.add_argument("--graph", help="our frozen graph (default: train the default model)")
     parser.add_argument("--compare", action="append", default=[], metavar="NAME=PATH")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 1024])
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--seconds", type=float, default=0.2, help="per measurement")
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--seconds", type=float, default=0.1, help="per measurement")
     parser.add_argument("--json", default=str(OUTPUT / "bench_inference.json"))
     args = parser.parse_args()
 
-    from deploy.cost import microseconds_per_track, net_of_floor
+    from deploy.cost import best_of, measure_rounds, net_of_floor, paired_ratios
 
     with tempfile.TemporaryDirectory() as folder:
         if args.graph:
@@ -155,15 +159,15 @@ def main() -> None:
         tracks = synthetic_tracks("ttbar", 300, 11)
         load = os.getloadavg()[0]
         start = time.perf_counter()
-        results = microseconds_per_track(
-            graphs, tracks, args.batch_sizes, args.rounds, args.seconds
-        )
+        samples = measure_rounds(graphs, tracks, args.batch_sizes, args.rounds, args.seconds)
         seconds = time.perf_counter() - start
-    print(f"\n{len(tracks['x'])} synthetic ttbar tracks; 1 thread; best of {args.rounds} "
-          f"rounds; load average {load:.2f} before, {os.getloadavg()[0]:.2f} after "
-          f"({seconds:.0f} s)\n")  # fmt: skip
+    after = os.getloadavg()[0]
+    print(f"\n{len(tracks['x'])} synthetic ttbar tracks; 1 thread; {args.rounds} rounds; load "
+          f"average {load:.2f} before, {after:.2f} after ({seconds:.0f} s)\n")  # fmt: skip
+    results = best_of(samples)
     net = net_of_floor(results)
-    print_table(results, net, args.batch_sizes)
+    ratios = paired_ratios(samples, REFERENCE) if REFERENCE in samples else None
+    print_table(results, net, ratios, args.batch_sizes)
     OUTPUT.mkdir(parents=True, exist_ok=True)
     record = {
         "microseconds_per_track": {

@@ -4,13 +4,15 @@ CMSSW gives each graph a TensorFlow session with one intra-op and one inter-op t
 evaluates the tracks of an event in batches (cmssw.classifiers.CMSSW_BATCH_SIZE, 16, by
 default). Here each graph gets such a session and is called through a compiled callable (the
 least Python per call), on the same realistic tracks. The graphs are measured in turn, in a
-different order every round, and the best round of each is reported: other load on the
-machine only ever slows a round down, so the fastest round is the closest to the graph's own
-cost, and every graph gets the same chances at a quiet moment.
+different order every round. Two summaries: the best round of each graph (other load on the
+machine only ever slows a round down), and, against a reference graph, the median over rounds
+of the ratio of their costs above the floor, each round's pair measured back to back under
+the same load: the figure to trust on a busy machine.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -58,23 +60,24 @@ def cmssw_like_session(
 
 
 def _time_calls(run: Callable, batches: list[tuple[np.ndarray, np.ndarray]], calls: int) -> float:
-    start = time.perf_counter()
+    # CPU time of this process (all its threads: TensorFlow runs ops on its own pool thread),
+    # what the calls cost; wall time would also count the time other processes held the CPU.
+    start = time.process_time()
     for i in range(calls):
         run(*batches[i % len(batches)])
-    return time.perf_counter() - start
+    return time.process_time() - start
 
 
-def microseconds_per_track(
+def measure_rounds(
     graphs: Mapping[str, str | Path],
     inputs: Mapping[str, np.ndarray],
     batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
-    rounds: int = 15,
-    seconds_per_measurement: float = 0.2,
+    rounds: int = 30,
+    seconds_per_measurement: float = 0.1,
     with_floor: bool = True,
-) -> dict[str, dict[int, float]]:
-    """Microseconds per track (best of `rounds`) of each graph (name -> path) at each batch size,
-    and of
-    the FLOOR graph (with_floor): subtract it for the graphs' own cost (net_of_floor).
+) -> dict[str, dict[int, list[float]]]:
+    """Microseconds per track of each graph (name -> path), per round, at each batch size,
+    and of the FLOOR graph (with_floor). Summarise with best_of, paired_ratios.
 
     `inputs`: {"x", "y"} realistic tracks, cycled through in batches. Every graph must take
     the width of inputs["x"] (the production graphs take CMSSW's 29 features).
@@ -96,7 +99,7 @@ def microseconds_per_track(
             calls = {}
             for name, (run, _) in sessions.items():  # warm up, and size each measurement
                 _time_calls(run, batches, 20)
-                per_call = _time_calls(run, batches, 50) / 50
+                per_call = max(_time_calls(run, batches, 50) / 50, 1e-7)
                 calls[name] = max(20, int(seconds_per_measurement / per_call))
             names = list(sessions)
             for round_index in range(rounds):
@@ -107,7 +110,43 @@ def microseconds_per_track(
     finally:
         for _, session in sessions.values():
             session.close()
-    return {n: {b: min(v) for b, v in per.items()} for n, per in results.items()}
+    return results
+
+
+def best_of(samples: Mapping[str, Mapping[int, list[float]]]) -> dict[str, dict[int, float]]:
+    """The fastest round of each graph: load from other processes only ever slows a round."""
+    return {name: {b: min(v) for b, v in per.items()} for name, per in samples.items()}
+
+
+def paired_ratios(
+    samples: Mapping[str, Mapping[int, list[float]]], reference: str
+) -> dict[str, dict[int, float]]:
+    """Per graph and batch size, the median over rounds of its cost above the floor divided by
+    the reference's in the same round: measured back to back, the two see the same load."""
+    floor, ref = samples[FLOOR], samples[reference]
+    out = {}
+    for name, per_batch in samples.items():
+        if name == FLOOR:
+            continue
+        out[name] = {
+            batch: statistics.median(
+                (v - f) / (r - f) for v, f, r in zip(values, floor[batch], ref[batch], strict=True)
+            )
+            for batch, values in per_batch.items()
+        }
+    return out
+
+
+def microseconds_per_track(
+    graphs: Mapping[str, str | Path],
+    inputs: Mapping[str, np.ndarray],
+    batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
+    rounds: int = 30,
+    seconds_per_measurement: float = 0.1,
+) -> dict[str, dict[int, float]]:
+    """µs/track (best round) of each graph and of FLOOR: the figure a report shows; subtract
+    the floor with net_of_floor for the graphs' own cost."""
+    return best_of(measure_rounds(graphs, inputs, batch_sizes, rounds, seconds_per_measurement))
 
 
 def net_of_floor(results: Mapping[str, Mapping[int, float]]) -> dict[str, dict[int, float]]:

@@ -10,10 +10,12 @@ import numpy as np
 
 from deploy.cost import (
     FLOOR,
+    best_of,
     cmssw_like_session,
     floor_graph_def,
-    microseconds_per_track,
+    measure_rounds,
     net_of_floor,
+    paired_ratios,
 )
 
 
@@ -30,11 +32,22 @@ def test_every_graph_and_batch_size_gets_a_figure(tmp_path):
     path = tmp_path / "g.pb"
     path.write_bytes(floor_graph_def(29).SerializeToString())
     inputs = {"x": np.ones((64, 29), np.float32), "y": np.ones((64, 1), np.float32)}
-    results = microseconds_per_track(
-        {"a": path, "b": path}, inputs, batch_sizes=(16, 32), rounds=2, seconds_per_measurement=0.01
-    )
+    samples = measure_rounds({"a": path, "b": path}, inputs, (16, 32), 3, 0.01)
+    assert all(len(rounds) == 3 for per in samples.values() for rounds in per.values())
+    results = best_of(samples)
     assert sorted(results) == sorted(["a", "b", FLOOR])
+    assert results["a"][16] == min(samples["a"][16])
     assert all(sorted(r) == [16, 32] and min(r.values()) > 0 for r in results.values())
     net = net_of_floor(results)
     assert sorted(net) == ["a", "b"]
     assert net["a"][16] == results["a"][16] - results[FLOOR][16]
+
+
+def test_paired_ratios_compare_each_round_above_the_floor():
+    samples = {
+        FLOOR: {16: [10.0, 20.0, 10.0]},
+        "ref": {16: [20.0, 40.0, 30.0]},  # 10, 20, 20 above the floor
+        "new": {16: [15.0, 30.0, 30.0]},  # 5, 10, 20
+    }
+    ratios = paired_ratios(samples, "ref")
+    assert ratios == {"ref": {16: 1.0}, "new": {16: 0.5}}  # median of 0.5, 0.5, 1.0
