@@ -5,6 +5,9 @@ TfGraphDefProducer ES producer and feeds, per track, ``x`` = the 29 values of TF
 in this order and ``y`` = originalAlgo() as a float; it fetches ``Identity``, the probability p
 that the track is true, and uses mva = 2p - 1. It evaluates tracks in batches of 16 by default.
 
+The same graph converted to ONNX (opset <= ONNX_MAX_OPSET) can be run by the ONNX Runtime that
+CMSSW also ships, from a producer of one's own: no track classifier of CMSSW loads ONNX.
+
 TrackLwtnnClassifier (the older path) loads an lwtnn JSON and fills its inputs by name with the
 22 values of LWTNN_INPUTS; lwtnn applies (value + offset) * scale to each and can express no
 other preprocessing.
