@@ -112,6 +112,14 @@ def write_run_model_card(
     return write_model_card(card, Path(run_dir) / MODEL_CARD_FILE)
 
 
+def existing_exports(run_dir: Path, deploy_target: str) -> DeployReport:
+    """A DeployReport of the files an earlier export left in run_dir (for a later stage, e.g.
+    the evaluation, to rewrite the model card with the AUCs)."""
+    names = [LWTNN_FILE] if deploy_target == "lwtnn" else [GRAPH_FILE, ONNX_FILE]
+    files = [Path(run_dir) / name for name in names if (Path(run_dir) / name).is_file()]
+    return DeployReport(deploy_target, files)
+
+
 def _previous_card(run_dir: Path) -> dict[str, Any]:
     path = Path(run_dir) / MODEL_CARD_FILE
     try:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from cmssw.classifiers import LWTNN_INPUTS
-from deploy.export import export_model, write_run_model_card
+from deploy.export import existing_exports, export_model, write_run_model_card
 from deploy.model_card import build_model_card, describe_inputs, git_state, write_model_card
 from helper_functions import default_config
 from network import build_lwtnn_model, build_model_from_config
@@ -114,3 +114,8 @@ def test_export_of_an_lwtnn_run_writes_json_and_card(tmp_path):
     assert list(card["files"]) == ["lwtnn_network.json"]
     assert card["config_sha256"] == hashlib.sha256(CONFIG_TEXT.encode()).hexdigest()
     assert card["test_auc"]["reason"] == "the evaluation has not run yet"
+    later = existing_exports(tmp_path, "lwtnn")  # after the evaluation: the same files, AUCs
+    assert later.files == report.files
+    write_run_model_card(tmp_path, later, model, LWTNN_INPUTS, None, None, {"zee": 0.9})
+    assert json.loads(card_path.read_text())["test_auc"]["by_sample"] == {"zee": 0.9}
+    assert existing_exports(tmp_path, "tf_graph").files == []
