@@ -1,15 +1,23 @@
 """Freeze a trained Keras model into the GraphDef that CMSSW's TrackTfClassifier loads.
 
-The contract (spec/CMSSW_INTERFACE.md): placeholders ``x`` float32 [N, 29] (raw features) and
-``y`` float32 [N, 1] (originalAlgo as a float), output node ``Identity`` float32 [N, 1], the
-sigmoid probability; no variables. Run alone on a finished run:
+The contract (cmssw.classifiers): placeholders ``x`` float32 [-1, 29] (the raw features in
+CMSSW's order) and ``y`` float32 [-1, 1] (originalAlgo as a float), output node ``Identity``
+float32 [-1, 1], the sigmoid probability; no variables. With deploy_target = "custom" the
+widths are the model's own and no CMSSW classifier can load the graph. Run alone on a finished
+run (also writes model.onnx and model_card.json beside the graph):
 
     python model_freeze.py results/<run>
+
+What is frozen is an inference copy of the model: batch normalisation folded into the dense
+kernels, then constant-mask selects and grappler's simplifications applied once to the frozen
+graph (deploy.graph_optimize), so CMSSW's session runs fewer operations per track. The result
+is checked against the Keras model itself, not against the copy.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 import sys
 from dataclasses import dataclass
@@ -24,9 +32,20 @@ from tensorflow.python.framework.convert_to_constants import (
 )
 
 import network  # noqa: F401  (registers the custom layers for load_model)
+from cmssw.classifiers import (
+    ALGO_INPUT,
+    DEPLOY_TARGETS,
+    FEATURE_INPUT,
+    OUTPUT_NODE,
+    TF_GRAPH_FEATURES,
+    TF_GRAPH_INPUT_SHAPES,
+    TF_GRAPH_OUTPUT_SHAPE,
+)
+from deploy.fold import fold_batch_norm
+from deploy.graph_optimize import optimize_graph_def
 
-OUTPUT_NODE = "Identity"
 HOLDOUT_FILE = "holdout_tracks.npz"
+GRAPH_FILE = "frozen_graph.pb"
 
 
 @dataclass
@@ -35,6 +54,44 @@ class FreezeReport:
     nodes: int
     checked_tracks: int
     max_abs_difference: float
+    deploy_target: str = "tf_graph"
+    loadable_by: str | None = "TrackTfClassifier"  # the CMSSW module that can load it, or None
+    note: str = ""  # one line for the summary: who can load the graph
+
+
+def model_input_widths(model: keras.Model) -> dict[str, int]:
+    """Width of each named input of the model, e.g. {"x": 29, "y": 1}."""
+    return {tensor.name: int(tensor.shape[-1]) for tensor in model.inputs}
+
+
+def expected_widths(deploy_target: str, model: keras.Model) -> dict[str, int]:
+    """The widths of x and y the graph must have: CMSSW's for tf_graph, the model's for custom.
+
+    Raises ValueError naming the mismatch when the model cannot be a TrackTfClassifier graph.
+    """
+    if deploy_target not in ("tf_graph", "custom"):
+        raise ValueError(
+            f"deploy_target {deploy_target!r} has no frozen graph: the graph is written for "
+            f"'tf_graph' (TrackTfClassifier) and 'custom' only (lwtnn runs write "
+            "lwtnn_network.json, deploy.lwtnn)"
+        )
+    widths = model_input_widths(model)
+    if sorted(widths) != sorted((FEATURE_INPUT, ALGO_INPUT)):
+        raise ValueError(
+            f"the model's inputs are {sorted(widths)}, a frozen graph needs exactly "
+            f"'{FEATURE_INPUT}' and '{ALGO_INPUT}' (network.build_model makes them)"
+        )
+    if deploy_target == "custom":
+        return widths
+    expected = {name: shape[1] for name, shape in TF_GRAPH_INPUT_SHAPES.items()}
+    for name, width in expected.items():
+        if widths[name] != width:
+            raise ValueError(
+                f"the model's input '{name}' has {widths[name]} columns, TrackTfClassifier "
+                f"feeds {width}: train on the {len(TF_GRAPH_FEATURES)} inputs of "
+                "cmssw.classifiers.TF_GRAPH_FEATURES, or set deploy_target = 'custom'"
+            )
+    return expected
 
 
 def freeze_model(
@@ -42,31 +99,42 @@ def freeze_model(
     path: Path,
     check_inputs: dict[str, np.ndarray],
     tolerance: float = 1e-5,
+    deploy_target: str = "tf_graph",
+    optimize: bool = True,
 ) -> FreezeReport:
     """Write the frozen graph to path, reload it and check it against the Keras model.
 
-    Works on a model trained under any tf.distribute strategy: the weights are copied into a
-    plain single-device clone first, so no distributed variable reaches the graph.
+    The contract is checked against cmssw.classifiers for deploy_target "tf_graph" and against
+    the model's own input widths for "custom". Works on a model trained under any
+    tf.distribute strategy: fold_batch_norm makes a plain single-device copy first, so no
+    distributed variable reaches the graph. Nothing is written unless every check passes.
+    optimize=False freezes the model layer by layer as it is, without folding batch
+    normalisation or optimising the graph (a reference for benchmarks/bench_inference.py).
     """
     path = Path(path)
-    n_features = check_inputs["x"].shape[1]
-    plain = keras.models.clone_model(model)
-    plain.set_weights(model.get_weights())
+    widths = expected_widths(deploy_target, model)
+    if optimize:
+        plain = fold_batch_norm(model)
+    else:
+        plain = keras.models.clone_model(model)
+        plain.set_weights(model.get_weights())
 
     @tf.function(
         input_signature=[
-            tf.TensorSpec([None, n_features], tf.float32, name="x"),
-            tf.TensorSpec([None, 1], tf.float32, name="y"),
+            tf.TensorSpec([None, widths[FEATURE_INPUT]], tf.float32, name=FEATURE_INPUT),
+            tf.TensorSpec([None, widths[ALGO_INPUT]], tf.float32, name=ALGO_INPUT),
         ]
     )
     def serve(x, y):
-        return plain({"x": x, "y": y}, training=False)
+        return plain({FEATURE_INPUT: x, ALGO_INPUT: y}, training=False)
 
     frozen = convert_variables_to_constants_v2(serve.get_concrete_function())
     graph_def = frozen.graph.as_graph_def()
     _name_output(graph_def, frozen.outputs[0].op.name)
+    if optimize:
+        graph_def = optimize_graph_def(graph_def, OUTPUT_NODE)
     strip_default_attributes(graph_def)
-    check_contract(graph_def, n_features)
+    check_contract(graph_def, widths[FEATURE_INPUT])
 
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_bytes(graph_def.SerializeToString())
@@ -84,7 +152,17 @@ def freeze_model(
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    return FreezeReport(path, len(graph_def.node), len(keras_scores), difference)
+    loadable_by = DEPLOY_TARGETS[deploy_target]
+    note = (
+        f"loadable by CMSSW's {loadable_by}"
+        if loadable_by
+        else f"deploy_target = 'custom': x has {widths[FEATURE_INPUT]} columns; "
+        f"TrackTfClassifier feeds {len(TF_GRAPH_FEATURES)} in its own order and cannot load "
+        "this graph"
+    )
+    return FreezeReport(
+        path, len(graph_def.node), len(keras_scores), difference, deploy_target, loadable_by, note
+    )
 
 
 def _name_output(graph_def: tf.compat.v1.GraphDef, output: str) -> None:
@@ -133,25 +211,54 @@ def strip_default_attributes(graph_def: tf.compat.v1.GraphDef) -> int:
     return removed
 
 
-def check_contract(graph_def: tf.compat.v1.GraphDef, n_features: int = 29) -> None:
-    """Raise if the graph does not have CMSSW's inputs, output or is not frozen."""
+def check_contract(
+    graph_def: tf.compat.v1.GraphDef, n_features: int = len(TF_GRAPH_FEATURES)
+) -> None:
+    """Raise if the graph is not what TrackTfClassifier loads: placeholders x float32
+    [-1, n_features] and y float32 [-1, 1] and no other, output Identity float32 [-1, 1], no
+    variables. n_features is CMSSW's 29 unless a custom graph is checked."""
     nodes = {node.name: node for node in graph_def.node}
     problems = []
-    for name, width in (("x", n_features), ("y", 1)):
+    float32 = tf.float32.as_datatype_enum
+    expected = {
+        FEATURE_INPUT: [-1, n_features],
+        ALGO_INPUT: list(TF_GRAPH_INPUT_SHAPES[ALGO_INPUT]),
+    }
+    for name, shape in expected.items():
         node = nodes.get(name)
         if node is None or node.op != "Placeholder":
             problems.append(f"no placeholder '{name}'")
             continue
         dims = [d.size for d in node.attr["shape"].shape.dim]
-        if node.attr["dtype"].type != tf.float32.as_datatype_enum or dims[-1:] != [width]:
-            problems.append(f"placeholder '{name}' is not float32 [N, {width}] (shape {dims})")
-    if OUTPUT_NODE not in nodes:
-        problems.append(f"no output node '{OUTPUT_NODE}'")
-    variables = [n.name for n in graph_def.node if "Variable" in n.op]
+        if node.attr["dtype"].type != float32 or dims != shape:
+            problems.append(f"placeholder '{name}' is not float32 {shape} (shape {dims})")
+    others = [n.name for n in graph_def.node if n.op == "Placeholder" and n.name not in expected]
+    if others:
+        problems.append(f"placeholders CMSSW does not feed: {others[:3]}")
+    variables = [n.name for n in graph_def.node if "Variable" in n.op or n.op == "VarHandleOp"]
     if variables:
         problems.append(f"variables left in the graph: {variables[:3]}")
+    if OUTPUT_NODE not in nodes:
+        problems.append(f"no output node '{OUTPUT_NODE}'")
+    elif not problems:
+        problems += _output_problems(graph_def)
     if problems:
         raise RuntimeError("The frozen graph breaks CMSSW's contract: " + "; ".join(problems))
+
+
+def _output_problems(graph_def: tf.compat.v1.GraphDef) -> list[str]:
+    # import_graph_def writes default attributes into the GraphDef it is given: give it a copy.
+    copy = tf.compat.v1.GraphDef()
+    copy.CopyFrom(graph_def)
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.compat.v1.import_graph_def(copy, name="")
+    output = graph.get_tensor_by_name(f"{OUTPUT_NODE}:0")
+    shape = output.shape.as_list() if output.shape.rank is not None else None
+    expected = [None if d == -1 else d for d in TF_GRAPH_OUTPUT_SHAPE]
+    if output.dtype != tf.float32 or shape != expected:
+        return [f"output '{OUTPUT_NODE}' is {output.dtype.name} {shape}, not float32 [-1, 1]"]
+    return []
 
 
 def load_graph_def(path: Path) -> tf.compat.v1.GraphDef:
@@ -169,7 +276,8 @@ def run_graph_def(graph_def: tf.compat.v1.GraphDef, inputs: dict[str, np.ndarray
     with graph.as_default():
         tf.compat.v1.import_graph_def(graph_def, name="")
     with tf.compat.v1.Session(graph=graph) as session:
-        return session.run(f"{OUTPUT_NODE}:0", feed_dict={"x:0": inputs["x"], "y:0": inputs["y"]})
+        feed = {f"{name}:0": inputs[name] for name in (FEATURE_INPUT, ALGO_INPUT)}
+        return session.run(f"{OUTPUT_NODE}:0", feed_dict=feed)
 
 
 def load_holdout(run_dir: Path) -> dict[str, np.ndarray]:
@@ -184,29 +292,52 @@ def load_holdout(run_dir: Path) -> dict[str, np.ndarray]:
         return {"x": holdout["x"], "y": holdout["y"]}
 
 
-def freeze_run(run_dir: Path, tolerance: float = 1e-5) -> FreezeReport:
-    """Freeze results/<run>/model.keras into results/<run>/frozen_graph.pb."""
+def run_setting(run_dir: Path, name: str, default):
+    """A literal setting of the run's own config.py (default when the file or setting is
+    missing): the standalone tools deploy a run the way it was configured."""
+    path = Path(run_dir) / "config.py"
+    if not path.is_file():
+        return default
+    for statement in ast.parse(path.read_text()).body:
+        if isinstance(statement, ast.Assign) and [
+            getattr(t, "id", None) for t in statement.targets
+        ] == [name]:
+            return ast.literal_eval(statement.value)
+    return default
+
+
+def freeze_run(
+    run_dir: Path, tolerance: float = 1e-5, deploy_target: str | None = None
+) -> FreezeReport:
+    """Freeze results/<run>/model.keras into results/<run>/frozen_graph.pb (deploy_target:
+    the run's own setting when None)."""
     model_path = Path(run_dir) / "model.keras"
     if not model_path.exists():
         raise FileNotFoundError(
             f"{model_path} is missing: freeze a run whose training has finished "
             "(python main.py --stage train --run <run> trains it)."
         )
+    if deploy_target is None:
+        deploy_target = run_setting(run_dir, "deploy_target", "tf_graph")
     check_inputs = load_holdout(run_dir)
     model = keras.models.load_model(model_path)
-    return freeze_model(model, Path(run_dir) / "frozen_graph.pb", check_inputs, tolerance)
+    return freeze_model(model, Path(run_dir) / GRAPH_FILE, check_inputs, tolerance, deploy_target)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("run", type=Path, help="a run folder, e.g. results/latest")
     parser.add_argument("--tolerance", type=float, default=1e-5)
-    args = parser.parse_args(argv)
-    report = freeze_run(args.run, args.tolerance)
-    print(
-        f"Wrote {report.path} ({report.nodes} nodes); frozen graph and Keras model agree within "
-        f"{report.max_abs_difference:.2g} on {report.checked_tracks} held-out tracks."
+    parser.add_argument(
+        "--deploy_target",
+        choices=sorted(DEPLOY_TARGETS),
+        help="default: the run's own setting (its config.py), else tf_graph",
     )
+    args = parser.parse_args(argv)
+    from deploy.export import export_run  # imports model_freeze: not at the top
+
+    for line in export_run(args.run, args.tolerance, args.deploy_target):
+        print(line)
     return 0
 
 

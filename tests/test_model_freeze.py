@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -28,10 +30,22 @@ CFG = default_config()
 N_FEATURES = len(CFG["features"])
 
 
+def with_batch_norm_statistics(model, seed: int = 3):
+    """Give every BatchNormalization layer non-trivial statistics, as training would."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.gamma.shape[0]
+            gamma, beta, mean = rng.normal(1, 0.3, n), rng.normal(0, 0.5, n), rng.normal(0, 2, n)
+            layer.set_weights([gamma, beta, mean, rng.uniform(0.2, 5, n)])
+    return model
+
+
 @pytest.fixture(scope="module")
 def model():
     cfg = dict(CFG, hidden_layers=[32, 16])
-    return build_model_from_config(cfg, np.zeros(N_FEATURES), np.full(N_FEATURES, 4.0))
+    built = build_model_from_config(cfg, np.zeros(N_FEATURES), np.full(N_FEATURES, 4.0))
+    return with_batch_norm_statistics(built)
 
 
 @pytest.fixture(scope="module")
@@ -139,12 +153,60 @@ def test_failed_check_leaves_no_file(model, inputs, tmp_path):
 def test_standalone_freeze_of_a_run_folder(model, inputs, tmp_path, capsys):
     model.save(tmp_path / "model.keras")
     np.savez(tmp_path / "holdout_tracks.npz", x=inputs["x"][:500], y=inputs["y"][:500])
+    (tmp_path / "config.py").write_text("deploy_target = 'tf_graph'\n")
     assert main([str(tmp_path)]) == 0
-    assert "agree within" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "agrees with the Keras model within" in out and "model.onnx" in out
     scores = run_graph_def(load_graph_def(tmp_path / "frozen_graph.pb"), inputs)
     np.testing.assert_allclose(scores, model.predict(inputs, verbose=0), atol=1e-5)
+    card = json.loads((tmp_path / "model_card.json").read_text())
+    assert sorted(card["files"]) == ["frozen_graph.pb", "model.onnx"]
+    assert card["deploy_target"] == "tf_graph" and card["inputs_match_cmssw"] is True
 
 
 def test_standalone_freeze_names_what_is_missing(tmp_path):
     with pytest.raises(FileNotFoundError, match="model.keras is missing"):
         main([str(tmp_path)])
+
+
+def test_freeze_folds_batch_norm_and_runs_fewer_ops(model, inputs, tmp_path):
+    optimised = freeze_model(model, tmp_path / "optimised.pb", inputs)
+    plain = freeze_model(model, tmp_path / "plain.pb", inputs, optimize=False)
+    ops = {node.op for node in load_graph_def(optimised.path).node}
+    assert "Rsqrt" in {node.op for node in load_graph_def(plain.path).node}  # batch norm there
+    assert "Rsqrt" not in ops and "ReadVariableOp" not in ops
+    assert optimised.nodes < plain.nodes / 1.5
+    assert optimised.max_abs_difference <= 1e-5  # against the Keras model, not the copy
+
+
+def test_a_tf_graph_needs_cmssws_29_inputs(inputs, tmp_path):
+    narrow = build_model_from_config(
+        dict(CFG, features=CFG["features"][:5], feature_transforms={}, hidden_layers=[8]),
+        np.zeros(5),
+        np.ones(5),
+    )
+    with pytest.raises(ValueError, match="'x' has 5 columns, TrackTfClassifier feeds 29"):
+        freeze_model(narrow, tmp_path / "g.pb", {"x": inputs["x"][:, :5], "y": inputs["y"]})
+    assert not (tmp_path / "g.pb").exists()
+    report = freeze_model(
+        narrow, tmp_path / "g.pb", {"x": inputs["x"][:, :5], "y": inputs["y"]},
+        deploy_target="custom",
+    )  # fmt: skip
+    assert placeholders(load_graph_def(report.path))["x"][1] == [-1, 5]
+    assert report.loadable_by is None and "cannot load" in report.note
+    with pytest.raises(RuntimeError, match=r"'x' is not float32 \[-1, 29\]"):
+        check_contract(load_graph_def(report.path))  # CMSSW's widths by default
+
+
+def test_contract_check_rejects_an_extra_placeholder_and_a_fixed_batch(frozen):
+    graph_def = load_graph_def(frozen[0])
+    extra = graph_def.node.add()
+    extra.CopyFrom(next(node for node in graph_def.node if node.name == "y"))
+    extra.name = "weights"
+    with pytest.raises(RuntimeError, match="placeholders CMSSW does not feed: \\['weights'\\]"):
+        check_contract(graph_def, N_FEATURES)
+    graph_def = load_graph_def(frozen[0])
+    x = next(node for node in graph_def.node if node.name == "x")
+    x.attr["shape"].shape.dim[0].size = 16
+    with pytest.raises(RuntimeError, match="'x' is not float32"):
+        check_contract(graph_def, N_FEATURES)
