@@ -81,6 +81,11 @@ features = [
     "trk_nLostLay",
 ]
 algo_branch = "trk_originalAlgo"  # fed to CMSSW's second input, one-hot encoded in the graph
+# Which CMSSW module the run is for: "tf_graph" (TrackTfClassifier: frozen_graph.pb and
+# model.onnx; `features` must be its 29 inputs in its order), "lwtnn" (TrackLwtnnClassifier:
+# lwtnn_network.json; the 29 default features become its 22 inputs, linear preprocessing only),
+# "custom" (any features; frozen_graph.pb and model.onnx that no CMSSW classifier can load).
+deploy_target = "tf_graph"
 # "auto": trk_isTrue when the file has it, else "trk_simTrkIdx entry non-empty";
 # or force one of "trk_isTrue", "trk_simTrkIdx".
 label = "auto"
@@ -115,6 +120,8 @@ feature_transforms = {
 sanitizer_quantile = 0.001
 sanitizer_fit_tracks = 1_000_000  # random training tracks the bounds are fitted on
 algo_depth = 46  # one-hot width: every reco::TrackBase::TrackAlgorithm value 0..45
+# deploy_target = "lwtnn": each input scaled as (x - median) * 2 / (its q..1-q quantile range).
+lwtnn_scale_quantile = 0.05
 
 # ---------------------------------------------------------------------------------------------
 # Balancing and splitting

@@ -43,6 +43,10 @@ Remote files: root:// URLs are read through fsspec-xrootd (pip install fsspec-xr
 the XRootD Python bindings, PyPI package `xrootd`), with one vector read per decode task. A
 cached remote file is keyed by the size and modification time the server reports.
 
+A feature that is a derived input of CMSSW's (cmssw.classifiers.DERIVED_INPUTS, e.g.
+trk_dzClosestPVNorm: trk_dzClosestPV clamped to [-0.2, 0.2]) is read from its branch and
+computed as CMSSW computes it.
+
 The label: a file with `trk_isTrue` uses it; otherwise a track is true when its `trk_simTrkIdx`
 (std::vector<std::vector<int>>) entry is non-empty. uproot only reads that branch as generic
 objects, so we read its raw bytes as a flat int32 array per event instead and walk the
@@ -88,6 +92,7 @@ import xxhash
 from uproot.models.TBasket import Model_TBasket
 from uproot.source.cursor import Cursor
 
+from cmssw.classifiers import DERIVED_INPUTS
 from loader.workers import Call, Runner, WorkerPool, run_here
 from pipeline.console import progress
 
@@ -704,7 +709,8 @@ def _scan(
             "to go on without it."
         )
     label_branch = _label_branch(tree, path, label)
-    _check_branches(tree, path, features, algo_branch, label, label_branch, extra_branches)
+    sources = list(dict.fromkeys(_source_branch(name) for name in features))
+    _check_branches(tree, path, sources, algo_branch, label, label_branch, extra_branches)
     names = [name for name, _, _ in _reads(features, algo_branch, extra_branches, label_branch)]
     common = {0, num_entries}
     common.update(tree[algo_branch].entry_offsets)
@@ -790,11 +796,23 @@ def _reads(
     """(branch, column, kind) of everything a task reads, the algo branch first: its per-event
     counts are the reference the other branches are checked against."""
     reads = [(algo_branch, algo_branch, "algo")]
-    reads += [(name, name, "float") for name in features]
+    reads += [(_source_branch(name), name, _float_kind(name)) for name in features]
     label_kind = "flag" if label_branch == "trk_isTrue" else "matches"
     reads.append((label_branch, LABEL_COLUMN, label_kind))
     reads += [(name, name, "float") for name in extra_branches]
     return reads
+
+
+def _source_branch(column: str) -> str:
+    """The branch a column is read from: itself, or for a derived input (cmssw.classifiers:
+    CMSSW computes it from a branch) that branch."""
+    return DERIVED_INPUTS[column][0] if column in DERIVED_INPUTS else column
+
+
+def _float_kind(column: str) -> str:
+    """ "float", or "clamp:<low>:<high>" for a derived input that CMSSW clamps."""
+    clamp = DERIVED_INPUTS[column][1] if column in DERIVED_INPUTS else None
+    return "float" if clamp is None else f"clamp:{clamp[0]!r}:{clamp[1]!r}"
 
 
 def decode_task(task: Task, options: dict, columns: Columns) -> dict[str, Any]:
@@ -830,12 +848,14 @@ def _decode(
     branches = [tree[name] for name, _, _ in reads]
     baskets = _Baskets(branches, task.entry_start, task.entry_stop, descriptor)
     counts = None  # tracks per entry, from the algo branch
-    for name, column, kind in reads:
+    last_use = {name: i for i, (name, _, _) in enumerate(reads)}  # a branch may feed 2 columns
+    for i, (name, column, kind) in enumerate(reads):
         if kind == "matches":
             _decode_matches(tree[name], baskets, task, counts, rows.writer(column))
         else:
             counts = _decode_branch(tree[name], baskets, task, counts, rows.writer(column), kind)
-        baskets.release(tree[name])
+        if last_use[name] == i:
+            baskets.release(tree[name])
     entries = np.arange(task.entry_start, task.entry_stop, dtype=np.uint32)
     rows.write("event_index", np.repeat(entries + np.uint32(task.event_offset), counts))
     rows.write("sample", np.full(len(rows), task.sample_code, dtype=np.int8))
@@ -1114,7 +1134,7 @@ def _decode_branch(
     """Write one branch's values of the task; returns the tracks per entry (from this branch if
     counts is None, else checked against counts)."""
     start, stop, path = task.entry_start, task.entry_stop, task.path
-    convert = _CONVERTERS[kind]
+    convert = _converter(kind)
     expected = task.row_stop - task.row_start
     layout = _jagged_layout(branch.interpretation)
     if layout is not None:
@@ -1198,6 +1218,18 @@ def _to_flag(values: np.ndarray, path: str, name: str, compare=np.not_equal) -> 
 
 
 _CONVERTERS = {"float": _to_float, "algo": _to_algo, "flag": _to_flag}
+
+
+def _converter(kind: str) -> Callable[[np.ndarray, str, str], np.ndarray]:
+    if not kind.startswith("clamp:"):
+        return _CONVERTERS[kind]
+    low, high = (float(bound) for bound in kind.split(":")[1:])
+
+    def clamped(values: np.ndarray, path: str, name: str) -> np.ndarray:
+        out = _to_float(values, path, name)
+        return np.clip(out, low, high, out=out)
+
+    return clamped
 
 
 def _not_per_track(path: str, name: str) -> str:

@@ -32,10 +32,8 @@ from helper_functions import (
     track_table,
 )
 from pipeline.files import write_new_file
-from pipeline.runs import Interrupted, Job, RunError, open_job
+from pipeline.runs import HOLDOUT, Interrupted, Job, RunError, history, open_job
 from pipeline.settings import SettingsError, load_config
-
-HOLDOUT_FILE = "holdout_tracks.npz"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,8 +67,8 @@ def run_stages(cfg: dict[str, Any], job: Job, timer: StageTimer, summary: dict[s
         job.stage("balance")
         with timer("balance"):
             train, validation, test = balanced_splits(tracks, cfg)
-            if job.run_dir is not None and not (job.run_dir / HOLDOUT_FILE).exists():
-                save_holdout(test, cfg, job.run_dir / HOLDOUT_FILE)
+            if job.run_dir is not None and not (job.run_dir / HOLDOUT).exists():
+                save_holdout(test, cfg, job.run_dir / HOLDOUT)
         summary["splits"] = {"train": len(train), "validation": len(validation), "test": len(test)}
         print("Balanced splits: " + describe_splits(summary["splits"]))
 
@@ -82,13 +80,19 @@ def run_stages(cfg: dict[str, Any], job: Job, timer: StageTimer, summary: dict[s
         model = result.model
         summary["validation AUC"] = result.validation_auc
         summary["training"] = describe_training(result, cfg)
-        job.done("train", epochs=result.epochs, stopped_early=result.stopped_early)
+        tracks_by_sample = train["sample"].astype(str).value_counts().to_dict()
+        job.done("train", epochs=result.epochs, stopped_early=result.stopped_early,
+                 tracks=tracks_by_sample)  # fmt: skip
 
+    exports = None
     if "freeze" in job.stages:
         job.stage("freeze")
         with timer("freeze"):
-            summary["frozen graph"] = freeze(job, cfg, model)
-        job.done("freeze")
+            exports, model = freeze(job, cfg, model)
+        summary["exports"] = exports.lines()
+        job.done("freeze", files=[path.name for path in exports.files])
+        if "evaluate" not in job.stages:
+            write_model_card(job, cfg, exports, model, None, "the evaluation has not run yet")
 
     if "evaluate" in job.stages:
         job.stage("evaluate")
@@ -97,9 +101,10 @@ def run_stages(cfg: dict[str, Any], job: Job, timer: StageTimer, summary: dict[s
         with timer("evaluate"):
             out = job.output_dir("report.html")
             test_tracks = tracks[tracks["sample"].isin(cfg["test_samples"])]
-            evaluate(train, test_tracks, cfg, job.run_dir, output_dir=out)
+            metrics = evaluate(train, test_tracks, cfg, job.run_dir, output_dir=out)
         summary["report"] = out / "report.html"
         job.done("evaluate", folder=str(out))
+        write_model_card(job, cfg, exports, model, new_model_auc(metrics), None)
 
 
 def check_inputs(cfg: dict[str, Any], stages: tuple[str, ...]) -> None:
@@ -132,14 +137,19 @@ def load_tracks(cfg: dict[str, Any]) -> pd.DataFrame:
     """All tracks of the training and test samples, one row per track."""
     from dataset_loader import DatasetLoader
 
+    from cmssw.classifiers import TF_GRAPH_FEATURES
+
     names = list(dict.fromkeys(cfg["train_samples"] + cfg["test_samples"]))
+    extra = list(cfg["extra_branches"])
+    if cfg["compare_graphs"]:  # production graphs are fed TrackTfClassifier's inputs
+        extra += [name for name in TF_GRAPH_FEATURES if name not in cfg["features"]]
     loader = DatasetLoader(
         max_workers=cfg["max_workers"],
         tree_path=cfg["tree_path"],
         features=cfg["features"],
         algo_branch=cfg["algo_branch"],
         label=cfg["label"],
-        extra_branches=cfg["extra_branches"],
+        extra_branches=extra,
         skip_bad_files=cfg["skip_bad_files"],
         cache_dir=cfg["cache_dir"] if cfg["cache"] else None,
     )
@@ -168,15 +178,10 @@ def save_holdout(test: pd.DataFrame, cfg: dict[str, Any], path: Path) -> None:
 
     rows = test.sample(min(len(test), cfg["freeze_check_tracks"]), random_state=cfg["seed"])
     buffer = io.BytesIO()
-    np.savez(buffer, **holdout_inputs(rows, cfg), label=rows[LABEL].to_numpy())
+    from network.inputs import model_inputs
+
+    np.savez(buffer, **model_inputs(rows, cfg), label=rows[LABEL].to_numpy())
     write_new_file(path, buffer.getvalue())
-
-
-def holdout_inputs(rows: pd.DataFrame, cfg: dict[str, Any]) -> dict[str, np.ndarray]:
-    return {
-        "x": rows[cfg["features"]].to_numpy(np.float32),
-        "y": rows[cfg["algo_branch"]].to_numpy(np.float32).reshape(-1, 1),
-    }
 
 
 def train_stage(
@@ -204,28 +209,58 @@ def train_stage(
     )
 
 
-def freeze(job: Job, cfg: dict[str, Any], model: Any) -> str:
-    """Write frozen_graph.pb (checked against the Keras model on held-out tracks); on a run
-    that has one already, check that one instead."""
+def freeze(job: Job, cfg: dict[str, Any], model: Any) -> tuple[Any, Any]:
+    """Export the model as deploy_target asks (frozen_graph.pb and model.onnx, or
+    lwtnn_network.json), each checked against the Keras model on the held-out tracks; on a
+    run that has them already, check those instead. Returns (the exports, the model)."""
+    from deploy.export import existing_exports, export_model, verify_exports
+    from model_freeze import load_holdout
+
+    model = model if model is not None else load_model(job.run_dir)
+    target = cfg["deploy_target"]
+    done = existing_exports(job.run_dir, target).files
+    export = verify_exports if done else export_model
+    report = export(model, job.run_dir, target, cfg["features"], load_holdout(job.run_dir),
+                    cfg["freeze_tolerance"])  # fmt: skip
+    if done:
+        print(f"{job.run_dir.name} has its exports already: checked them again")
+    return report, model
+
+
+def load_model(run_dir: Path) -> Any:
     import keras
 
-    from model_freeze import freeze_model, load_holdout, verify_graph
+    import network.custom  # noqa: F401  (registers the custom layers)
 
-    run_dir = job.run_dir
-    graph = run_dir / "frozen_graph.pb"
-    holdout = load_holdout(run_dir)
-    if model is None:
-        model = keras.models.load_model(run_dir / "model.keras", compile=False)
-    if graph.exists():
-        report = verify_graph(graph, model, holdout, cfg["freeze_tolerance"])
-        verb = "checked again"
-    else:
-        report = freeze_model(model, graph, holdout, cfg["freeze_tolerance"])
-        verb = "written"
-    return (
-        f"{report.path} {verb} ({report.nodes} nodes; agrees with the Keras model within "
-        f"{report.max_abs_difference:.1e} on {report.checked_tracks} held-out tracks)"
-    )
+    return keras.models.load_model(run_dir / "model.keras", compile=False)
+
+
+def write_model_card(
+    job: Job, cfg: dict[str, Any], exports: Any, model: Any, auc: dict | None, reason: str | None
+) -> None:
+    """model_card.json beside the exports, once: with the test AUCs when the evaluation ran."""
+    from deploy.export import existing_exports, write_run_model_card
+
+    exports = exports or existing_exports(job.run_dir, cfg["deploy_target"])
+    model = model if model is not None else load_model(job.run_dir)
+    trained = [
+        e for e in history(job.run_dir) if e["event"] == "stage done" and e["stage"] == "train"
+    ]
+    tracks = trained[-1].get("tracks") if trained else None
+    out = job.output_dir("model_card.json")
+    card = write_run_model_card(out, exports, model, cfg["features"], cfg["algo_branch"], tracks,
+                                auc, reason, config=job.run_dir / "config.py")  # fmt: skip
+    print(f"model card: {card}")
+
+
+def new_model_auc(metrics: dict[str, Any]) -> dict[str, float | None]:
+    """The new model's AUC per test sample (all iterations) from the evaluation's metrics."""
+    auc = {}
+    for sample, entries in metrics.get("samples", {}).items():
+        new = entries.get("all", {}).get("classifiers", {}).get("new_dnn", {})
+        value = new.get("auc")
+        auc[sample] = value.get("value") if isinstance(value, dict) else value
+    return auc
 
 
 def describe_training(result: Any, cfg: dict[str, Any]) -> str:
@@ -258,8 +293,8 @@ def print_summary(summary: dict[str, Any], timer: StageTimer) -> None:
         print(f"training: {summary['training']}")
     if "validation AUC" in summary:
         print(f"validation AUC: {summary['validation AUC']:.4f}")
-    if "frozen graph" in summary:
-        print(f"frozen graph: {summary['frozen graph']}")
+    for line in summary.get("exports", []):
+        print(line)
     if "report" in summary:
         print(f"report: {summary['report']} (metrics.json, working points, plots/ beside it)")
     stages = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in timer.seconds.items())

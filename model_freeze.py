@@ -16,8 +16,13 @@ is checked against the Keras model itself, not against the copy.
 
 from __future__ import annotations
 
-import argparse
-import ast
+if __name__ == "__main__":  # before TensorFlow is imported: main.py's quiet console first
+    import sys
+
+    import main as _pipeline
+
+    sys.exit(_pipeline.cli(["--stage", "freeze", "--run", *sys.argv[1:]]))
+
 import os
 import sys
 from dataclasses import dataclass
@@ -31,7 +36,7 @@ from tensorflow.python.framework.convert_to_constants import (
     convert_variables_to_constants_v2,
 )
 
-import network  # noqa: F401  (registers the custom layers for load_model)
+import network.custom  # noqa: F401  (registers the custom layers for load_model)
 from cmssw.classifiers import (
     ALGO_INPUT,
     DEPLOY_TARGETS,
@@ -43,8 +48,8 @@ from cmssw.classifiers import (
 )
 from deploy.fold import fold_batch_norm
 from deploy.graph_optimize import optimize_graph_def
+from pipeline.runs import HOLDOUT
 
-HOLDOUT_FILE = "holdout_tracks.npz"
 GRAPH_FILE = "frozen_graph.pb"
 
 
@@ -139,19 +144,52 @@ def freeze_model(
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_bytes(graph_def.SerializeToString())
     try:
-        reloaded = load_graph_def(tmp)
-        frozen_scores = run_graph_def(reloaded, check_inputs)
-        keras_scores = model.predict(check_inputs, batch_size=4096, verbose=0)
-        difference = float(np.max(np.abs(frozen_scores - keras_scores), initial=0.0))
-        if not difference <= tolerance:  # also catches NaN
-            raise RuntimeError(
-                f"The frozen graph disagrees with the Keras model: max |difference| = "
-                f"{difference:.3g} > {tolerance:g} on {len(keras_scores)} tracks. {path} was "
-                "not written."
-            )
+        difference, checked = agreement(load_graph_def(tmp), model, check_inputs)
+        require_agreement(
+            difference, tolerance, "The frozen graph", checked, f"{path} was not written."
+        )
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    return _report(path, graph_def, checked, difference, deploy_target, widths)
+
+
+def agreement(
+    graph_def: tf.compat.v1.GraphDef, model: keras.Model, check_inputs: dict[str, np.ndarray]
+) -> tuple[float, int]:
+    """(max |graph - Keras| over check_inputs, tracks checked)."""
+    frozen_scores = run_graph_def(graph_def, check_inputs)
+    keras_scores = model.predict(check_inputs, batch_size=4096, verbose=0)
+    return float(np.max(np.abs(frozen_scores - keras_scores), initial=0.0)), len(keras_scores)
+
+
+def require_agreement(
+    difference: float, tolerance: float, what: str, tracks: int, consequence: str
+) -> None:
+    if not difference <= tolerance:  # also catches NaN
+        raise RuntimeError(
+            f"{what} disagrees with the Keras model: max |difference| = {difference:.3g} > "
+            f"{tolerance:g} on {tracks} tracks. {consequence}"
+        )
+
+
+def verify_graph(
+    path: Path,
+    model: keras.Model,
+    check_inputs: dict[str, np.ndarray],
+    tolerance: float = 1e-5,
+    deploy_target: str = "tf_graph",
+) -> FreezeReport:
+    """Check an existing frozen graph against the Keras model, as freeze_model checks a new one."""
+    widths = expected_widths(deploy_target, model)
+    graph_def = load_graph_def(path)
+    check_contract(graph_def, widths[FEATURE_INPUT])
+    difference, checked = agreement(graph_def, model, check_inputs)
+    require_agreement(difference, tolerance, str(path), checked, "It is not this run's graph.")
+    return _report(Path(path), graph_def, checked, difference, deploy_target, widths)
+
+
+def _report(path, graph_def, checked, difference, deploy_target, widths) -> FreezeReport:
     loadable_by = DEPLOY_TARGETS[deploy_target]
     note = (
         f"loadable by CMSSW's {loadable_by}"
@@ -161,7 +199,7 @@ def freeze_model(
         "this graph"
     )
     return FreezeReport(
-        path, len(graph_def.node), len(keras_scores), difference, deploy_target, loadable_by, note
+        path, len(graph_def.node), checked, difference, deploy_target, loadable_by, note
     )
 
 
@@ -282,7 +320,7 @@ def run_graph_def(graph_def: tf.compat.v1.GraphDef, inputs: dict[str, np.ndarray
 
 def load_holdout(run_dir: Path) -> dict[str, np.ndarray]:
     """The held-out tracks the balance stage kept in the run folder, as the graph's inputs."""
-    path = Path(run_dir) / HOLDOUT_FILE
+    path = Path(run_dir) / HOLDOUT
     if not path.exists():
         raise FileNotFoundError(
             f"{path} is missing: it is written by the balance stage "
@@ -292,71 +330,12 @@ def load_holdout(run_dir: Path) -> dict[str, np.ndarray]:
         return {"x": holdout["x"], "y": holdout["y"]}
 
 
-def run_setting(run_dir: Path, name: str, default):
-    """A literal setting of the run's own config.py (default when the file or setting is
-    missing): the standalone tools deploy a run the way it was configured."""
-    path = Path(run_dir) / "config.py"
-    if not path.is_file():
-        return default
-    for statement in ast.parse(path.read_text()).body:
-        if isinstance(statement, ast.Assign) and [
-            getattr(t, "id", None) for t in statement.targets
-        ] == [name]:
-            return ast.literal_eval(statement.value)
-    return default
-
-
-def freeze_run(
-    run_dir: Path, tolerance: float = 1e-5, deploy_target: str | None = None
-) -> FreezeReport:
-    """Freeze results/<run>/model.keras into results/<run>/frozen_graph.pb (deploy_target:
-    the run's own setting when None)."""
-    model_path = Path(run_dir) / "model.keras"
-    if not model_path.exists():
-        raise FileNotFoundError(
-            f"{model_path} is missing: freeze a run whose training has finished "
-            "(python main.py --stage train --run <run> trains it)."
-        )
-    if deploy_target is None:
-        deploy_target = run_setting(run_dir, "deploy_target", "tf_graph")
-    check_inputs = load_holdout(run_dir)
-    model = keras.models.load_model(model_path)
-    return freeze_model(model, Path(run_dir) / GRAPH_FILE, check_inputs, tolerance, deploy_target)
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("run", type=Path, help="a run folder, e.g. results/latest")
-    parser.add_argument("--tolerance", type=float, default=1e-5)
-    parser.add_argument(
-        "--deploy_target",
-        choices=sorted(DEPLOY_TARGETS),
-        help="default: the run's own setting (its config.py), else tf_graph",
-    )
-    args = parser.parse_args(argv)
-    from deploy.export import export_run  # imports model_freeze: not at the top
+    """`python model_freeze.py results/<run> [--setting value ...]`: main.py's freeze stage on
+    that run (its exports written, or checked if it has them, and its record kept)."""
+    import main as pipeline
 
-    for line in export_run(args.run, args.tolerance, args.deploy_target):
-        print(line)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-
-
-def verify_graph(
-    path: Path, model: keras.Model, check_inputs: dict[str, np.ndarray], tolerance: float = 1e-5
-) -> FreezeReport:
-    """Check an existing frozen graph against the Keras model, as freeze_model checks a new one."""
-    graph_def = load_graph_def(path)
-    check_contract(graph_def, check_inputs["x"].shape[1])
-    frozen_scores = run_graph_def(graph_def, check_inputs)
-    keras_scores = model.predict(check_inputs, batch_size=4096, verbose=0)
-    difference = float(np.max(np.abs(frozen_scores - keras_scores), initial=0.0))
-    if not difference <= tolerance:
-        raise RuntimeError(
-            f"{path} disagrees with the run's Keras model: max |difference| = {difference:.3g} > "
-            f"{tolerance:g} on {len(keras_scores)} tracks: the graph is not this run's."
-        )
-    return FreezeReport(Path(path), len(graph_def.node), len(keras_scores), difference)
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0].startswith("-"):
+        raise SystemExit("usage: python model_freeze.py results/<run> [--setting value ...]")
+    return pipeline.main(["--stage", "freeze", "--run", *argv])

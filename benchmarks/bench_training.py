@@ -146,7 +146,7 @@ def _bare(train, cfg: dict, starts: list[float]) -> float:
     import tensorflow as tf
 
     from network.custom.input_sanitizer import fit_sanitizer_bounds, transforms_for_features
-    from network.data import feature_matrix
+    from network.inputs import feature_matrix
     from network.model import build_model_from_config
     from network.training import learning_rate_schedule
 

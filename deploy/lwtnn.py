@@ -15,7 +15,6 @@ the evaluation, and reads the production file.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,9 @@ import numpy as np
 
 from cmssw.classifiers import LWTNN_ACTIVATIONS, LWTNN_OUTPUT
 from deploy.fold import fold_batch_norm
+from model_freeze import require_agreement
 from network.custom.linear_scaling import LinearScalingLayer
+from pipeline.files import write_atomically
 
 LWTNN_FILE = "lwtnn_network.json"
 
@@ -300,21 +301,35 @@ def export_lwtnn(
     check_x ([N, len(features)] held-out tracks, features' order). Otherwise nothing is
     written."""
     path = Path(path)
-    config = lwtnn_config(model, features)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(config, indent=1))
-    try:
-        check_x = np.asarray(check_x, dtype=np.float32)
-        scores = LwtnnNetwork.from_json(tmp).compute_matrix(check_x)
-        keras_scores = model.predict({"x": check_x}, batch_size=4096, verbose=0)
-        difference, non_finite = compare_scores(keras_scores, scores)
-        if not difference <= tolerance:
-            raise RuntimeError(
-                f"lwtnn's forward pass on {path.name} disagrees with the Keras model: max "
-                f"|difference| = {difference:.3g} > {tolerance:g} on {len(check_x)} tracks. "
-                f"{path} was not written."
-            )
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    text = json.dumps(lwtnn_config(model, features), indent=1)
+    report = _checked(LwtnnNetwork(json.loads(text), str(path)), model, path, check_x)
+    require_agreement(
+        report.max_abs_difference,
+        tolerance,
+        f"lwtnn's forward pass on {path.name}",
+        report.checked_tracks,
+        f"{path} was not written.",
+    )
+    write_atomically(path, text)
+    return report
+
+
+def check_lwtnn(
+    model: keras.Model, path: Path, check_x: np.ndarray, tolerance: float = 1e-5
+) -> LwtnnReport:
+    """Check an existing lwtnn_network.json against the Keras model, as export_lwtnn checks a
+    new one."""
+    report = _checked(LwtnnNetwork.from_json(path), model, Path(path), check_x)
+    require_agreement(
+        report.max_abs_difference, tolerance, str(path), report.checked_tracks,
+        "It is not this run's network.",
+    )  # fmt: skip
+    return report
+
+
+def _checked(network: LwtnnNetwork, model: keras.Model, path: Path, check_x) -> LwtnnReport:
+    check_x = np.asarray(check_x, dtype=np.float32)
+    scores = network.compute_matrix(check_x)
+    keras_scores = model.predict({"x": check_x}, batch_size=4096, verbose=0)
+    difference, non_finite = compare_scores(keras_scores, scores)
     return LwtnnReport(path, len(check_x), difference, non_finite)

@@ -14,7 +14,6 @@ import datetime
 import hashlib
 import importlib.metadata
 import json
-import os
 import platform
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -27,6 +26,7 @@ import numpy as np
 from cmssw.classifiers import DEPLOY_TARGETS, target_inputs
 from network.custom.input_sanitizer import InputSanitizerLayer
 from network.custom.linear_scaling import LinearScalingLayer
+from pipeline.files import write_new_file
 
 MODEL_CARD_FILE = "model_card.json"
 REPO = Path(__file__).resolve().parents[1]
@@ -186,9 +186,6 @@ def build_model_card(
 
 
 def write_model_card(card: Mapping[str, Any], path: str | Path) -> Path:
-    """Write the card as indented JSON, atomically."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(card, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    """Write the card as indented JSON, once: a card, like the run folder it lies in, is a
+    record (pipeline.files.write_new_file refuses to overwrite one)."""
+    return write_new_file(path, json.dumps(card, indent=2) + "\n")

@@ -20,7 +20,6 @@ The model is written only after ONNX Runtime has reproduced the Keras model on t
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +40,8 @@ from cmssw.classifiers import (
     ONNX_MAX_OPSET,
     OUTPUT_NODE,
 )
+from model_freeze import require_agreement
+from pipeline.files import write_atomically
 
 ONNX_FILE = "model.onnx"
 BATCH_DIMENSION = "N"
@@ -163,18 +164,33 @@ def export_onnx(
     with the Keras model within tolerance on check_inputs."""
     path = Path(path)
     converted = convert_graph_def(graph_def)
-    check_onnx_contract(converted, int(check_inputs[FEATURE_INPUT].shape[1]))
     serialized = converted.SerializeToString()
-    scores = onnx_scores(serialized, check_inputs)
-    keras_scores = model.predict(check_inputs, batch_size=4096, verbose=0)
-    difference = float(np.max(np.abs(scores - keras_scores), initial=0.0))
-    if not difference <= tolerance:  # also catches NaN
-        raise RuntimeError(
-            f"model.onnx disagrees with the Keras model: max |difference| = {difference:.3g} > "
-            f"{tolerance:g} on {len(keras_scores)} tracks. {path} was not written."
-        )
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(serialized)
-    os.replace(tmp, path)
+    difference, checked = _agreement(converted, serialized, model, check_inputs)
+    require_agreement(difference, tolerance, "model.onnx", checked, f"{path} was not written.")
+    write_atomically(path, serialized)
+    return _report(path, converted, checked, difference)
+
+
+def check_onnx(
+    path: Path, model: keras.Model, check_inputs: dict[str, np.ndarray], tolerance: float = 1e-5
+) -> OnnxReport:
+    """Check an existing model.onnx against the Keras model, as export_onnx checks a new one."""
+    import onnx
+
+    serialized = Path(path).read_bytes()
+    converted = onnx.load_from_string(serialized)
+    difference, checked = _agreement(converted, serialized, model, check_inputs)
+    require_agreement(difference, tolerance, str(path), checked, "It is not this run's model.")
+    return _report(Path(path), converted, checked, difference)
+
+
+def _agreement(converted, serialized: bytes, model: keras.Model, inputs: dict) -> tuple[float, int]:
+    check_onnx_contract(converted, int(inputs[FEATURE_INPUT].shape[1]))
+    scores = onnx_scores(serialized, inputs)
+    keras_scores = model.predict(inputs, batch_size=4096, verbose=0)
+    return float(np.max(np.abs(scores - keras_scores), initial=0.0)), len(keras_scores)
+
+
+def _report(path: Path, converted, checked: int, difference: float) -> OnnxReport:
     opset = max(e.version for e in converted.opset_import if e.domain in ("", "ai.onnx"))
-    return OnnxReport(path, opset, converted.ir_version, len(keras_scores), difference)
+    return OnnxReport(path, opset, converted.ir_version, checked, difference)

@@ -71,7 +71,7 @@ def load_sanitizer(run_dir: Path) -> Any:
         return None
     import keras
 
-    import network  # noqa: F401  (registers the custom layers)
+    import network.custom  # noqa: F401  (registers the custom layers)
     from network.custom.input_sanitizer import InputSanitizerLayer
 
     model = keras.models.load_model(path, compile=False)

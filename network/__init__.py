@@ -1,29 +1,31 @@
-"""The track-classification DNN and its in-graph preprocessing layers."""
+"""The track-classification DNN, its in-graph preprocessing layers and its training.
 
-from network.custom import (
-    InputSanitizerLayer,
-    LinearScalingLayer,
-    OneHotLayer,
-    fit_linear_scaling,
-    fit_sanitizer_bounds,
-    transforms_for_features,
-)
-from network.model import (
-    build_lwtnn_model,
-    build_lwtnn_model_from_config,
-    build_model,
-    build_model_from_config,
-)
+The names below are loaded on first use (PEP 562), so that the TensorFlow-free parts
+(network.inputs) can be imported without TensorFlow. Importing network.custom registers the
+custom layers for keras.models.load_model.
+"""
 
-__all__ = [
-    "InputSanitizerLayer",
-    "LinearScalingLayer",
-    "OneHotLayer",
-    "build_lwtnn_model",
-    "build_lwtnn_model_from_config",
-    "build_model",
-    "build_model_from_config",
-    "fit_linear_scaling",
-    "fit_sanitizer_bounds",
-    "transforms_for_features",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {
+    "InputSanitizerLayer": "network.custom",
+    "LinearScalingLayer": "network.custom",
+    "OneHotLayer": "network.custom",
+    "fit_linear_scaling": "network.custom",
+    "fit_sanitizer_bounds": "network.custom",
+    "transforms_for_features": "network.custom",
+    "build_lwtnn_model": "network.model",
+    "build_lwtnn_model_from_config": "network.model",
+    "build_model": "network.model",
+    "build_model_from_config": "network.model",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'network' has no attribute {name!r}")
+    return getattr(importlib.import_module(_WHERE[name]), name)

@@ -29,27 +29,7 @@ import pandas as pd
 import tensorflow as tf
 
 from cmssw.ntuple import LABEL
-
-
-def aligned_empty(shape: tuple[int, ...], dtype: Any, alignment: int = 64) -> np.ndarray:
-    """np.empty whose data start on an `alignment`-byte boundary, as TensorFlow's CPU kernels
-    require of a buffer they share (Eigen's alignment)."""
-    dtype = np.dtype(dtype)
-    size = int(np.prod(shape)) * dtype.itemsize
-    raw = np.empty(size + alignment, dtype=np.uint8)
-    start = -raw.ctypes.data % alignment
-    return raw[start : start + size].view(dtype).reshape(shape)
-
-
-def feature_matrix(frames: Sequence[pd.DataFrame], columns: Sequence[str]) -> np.ndarray:
-    """float32 [rows of all frames, columns], filled column by column: one copy, no temporary."""
-    out = aligned_empty((sum(len(f) for f in frames), len(columns)), np.float32)
-    start = 0
-    for frame in frames:
-        for j, column in enumerate(columns):
-            out[start : start + len(frame), j] = frame[column].to_numpy()
-        start += len(frame)
-    return out
+from network.inputs import aligned_empty, feature_matrix
 
 
 class TrackData:
@@ -63,7 +43,7 @@ class TrackData:
     def __init__(
         self,
         features: np.ndarray,
-        algo: np.ndarray,
+        algo: np.ndarray | None,
         labels: np.ndarray,
         weights: np.ndarray | None,
         n_train: int,
@@ -80,7 +60,8 @@ class TrackData:
         self.used_validation = self.n_validation - self.n_validation % self.replicas
         self.steps_per_epoch = -(-self.used_train // self.global_batch)
         self.validation_steps = -(-self.used_validation // self.global_batch)
-        self.features, self.algo = _place(features, strategy), _place(algo, strategy)
+        self.features = _place(features, strategy)
+        self.algo = None if algo is None else _place(algo, strategy)  # None: the model has no y
         self.device = getattr(self.features, "device", "")
         if strategy.num_replicas_in_sync > 1:
             self.device = f"{self.replicas} devices ({self.device} and the others)"
@@ -116,13 +97,16 @@ class TrackData:
     @property
     def bytes_per_track(self) -> float:
         """Bytes this object holds per training or validation track (one device copy)."""
-        total = sum(int(np.prod(t.shape)) * 4 for t in (self.features, self.algo, self.labels))
+        arrays = [t for t in (self.features, self.algo, self.labels) if t is not None]
+        total = sum(int(np.prod(t.shape)) * 4 for t in arrays)
         if self.weights is not None:
             total += int(self.weights.shape[0]) * 4
         return total / max(1, self.n_train + self.n_validation)
 
     def inputs(self, rows: tf.Tensor) -> dict[str, tf.Tensor]:
-        """The model inputs x and y of these rows."""
+        """The model inputs x (and y) of these rows."""
+        if self.algo is None:
+            return {"x": tf.gather(self.features, rows)}
         return {"x": tf.gather(self.features, rows), "y": tf.gather(self.algo, rows)}
 
     def _with_targets(self, rows: tf.Tensor) -> tuple:
@@ -229,6 +213,8 @@ def predict(network: keras.Model, inputs: dict[str, Any], chunk: int = 65_536) -
     """The network's output p for inputs {"x", "y"} (arrays or tensors), called eagerly chunk
     by chunk: no predict function to trace, so cheap to call now and then during a training."""
     network = getattr(network, "network", network)  # a Trainer: its network
+    names = {tensor.name for tensor in network.inputs}
+    inputs = {name: value for name, value in inputs.items() if name in names}  # lwtnn: no y
     n = int(inputs["x"].shape[0])
     parts = [
         keras.ops.convert_to_numpy(

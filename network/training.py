@@ -32,8 +32,10 @@ from network.checkpointing import (
     sync_logs,
 )
 from network.custom.input_sanitizer import fit_sanitizer_bounds, transforms_for_features
-from network.data import TrackData, Trainer, feature_matrix, predict
-from network.model import build_model_from_config
+from network.custom.linear_scaling import fit_linear_scaling
+from network.data import TrackData, Trainer, predict
+from network.inputs import feature_matrix
+from network.model import build_lwtnn_model_from_config, build_model_from_config
 from pipeline.console import is_terminal
 
 __all__ = ["TrainingInterrupted", "TrainingResult", "train_model"]
@@ -161,16 +163,11 @@ def _build(
     weights: np.ndarray | None,
 ) -> tuple[Trainer, TrackData]:
     features = feature_matrix((train, validation), cfg["features"])
-    lower, upper = fit_sanitizer_bounds(
-        features[: len(train)],
-        transforms_for_features(cfg["features"], cfg["feature_transforms"]),
-        quantile=cfg["sanitizer_quantile"],
-        max_tracks=cfg["sanitizer_fit_tracks"],
-        seed=cfg["seed"],
-    )
+    network = build_network(features[: len(train)], cfg)
+    lwtnn = cfg.get("deploy_target") == "lwtnn"  # lwtnn feeds trk_algo among x, no y
     data = TrackData(
         features,
-        feature_matrix((train, validation), [cfg["algo_branch"]]),
+        None if lwtnn else feature_matrix((train, validation), [cfg["algo_branch"]]),
         np.concatenate([train[LABEL].to_numpy(), validation[LABEL].to_numpy()]),
         weights,
         len(train),
@@ -180,7 +177,7 @@ def _build(
     )
     del features  # the TrackData holds the only copy now
     with strategy.scope():
-        trainer = Trainer(build_model_from_config(cfg, lower, upper), data)
+        trainer = Trainer(network(), data)
         auc = [keras.metrics.AUC(name="auc")]
         trainer.compile(
             optimizer=keras.optimizers.Adam(learning_rate_schedule(cfg, data.steps_per_epoch)),
@@ -193,6 +190,28 @@ def _build(
         )
         trainer.build_for(np.arange(min(4, len(train))))
     return trainer, data
+
+
+def build_network(x_train: np.ndarray, cfg: dict[str, Any]) -> Any:
+    """A function that builds the model (under the strategy's scope), with its preprocessing
+    fitted on the training tracks: the sanitizer's bounds, or lwtnn's linear offset/scale."""
+    if cfg.get("deploy_target") == "lwtnn":
+        offset, scale, lower, upper = fit_linear_scaling(
+            x_train,
+            cfg["lwtnn_scale_quantile"],
+            cfg["sanitizer_fit_tracks"],
+            cfg["seed"],
+            clip_quantile=cfg["sanitizer_quantile"],
+        )
+        return lambda: build_lwtnn_model_from_config(cfg, offset, scale, lower, upper)
+    lower, upper = fit_sanitizer_bounds(
+        x_train,
+        transforms_for_features(cfg["features"], cfg["feature_transforms"]),
+        quantile=cfg["sanitizer_quantile"],
+        max_tracks=cfg["sanitizer_fit_tracks"],
+        seed=cfg["seed"],
+    )
+    return lambda: build_model_from_config(cfg, lower, upper)
 
 
 def _deciders(cfg: dict[str, Any], run_dir: Path) -> list[keras.callbacks.Callback]:

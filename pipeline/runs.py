@@ -27,6 +27,7 @@ from pipeline.files import write_new_file
 from pipeline.settings import SettingsError, describe_config, write_config
 
 HISTORY = "history.jsonl"
+HOLDOUT = "holdout_tracks.npz"  # the held-out tracks every export of the run is checked on
 LOG = "run.log"
 LATEST = "latest"
 STAGES_FOLDER = "stages"

@@ -28,6 +28,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from cmssw.classifiers import LWTNN_INPUTS, deploy_target_mismatch
 from cmssw.ntuple import ALGORITHMS, LABEL_BRANCHES
 
 CONFIG_FILE = Path(__file__).resolve().parents[1] / "config.py"
@@ -321,6 +322,8 @@ class _Schema(BaseModel):
     cache_dir: str = Field(min_length=1)
     features: Names = Field(min_length=1)
     algo_branch: str = Field(min_length=1)
+    deploy_target: Literal["tf_graph", "lwtnn", "custom"]
+    lwtnn_scale_quantile: Annotated[float, Field(gt=0.0, lt=0.5)]
     label: Literal["auto", "trk_isTrue", "trk_simTrkIdx"]
     extra_branches: Names
     feature_transforms: dict[str, Literal[TRANSFORMS]]  # type: ignore[valid-type]
@@ -377,7 +380,14 @@ def check_settings(cfg: dict[str, Any], origins: dict[str, str] | None = None) -
         if first["type"] == "extra_forbidden":
             raise SettingsError(f"unknown setting '{name}'") from None
         raise SettingsError(_type_message(name, cfg, first, origins, defaults)) from None
-    for check in (_check_samples, _check_features, _check_iterations, _check_evaluation):
+    _inputs_of_the_target(cfg, origins, defaults)
+    for check in (
+        _check_samples,
+        _check_features,
+        _check_deploy_target,
+        _check_iterations,
+        _check_evaluation,
+    ):
         problem = check(cfg)
         if problem is not None:
             name, text, example = problem
@@ -503,6 +513,30 @@ def _check_features(cfg: dict[str, Any]) -> Problem:
         if name not in features:
             return ("feature_transforms", f"names {name!r}, which is not a feature"
                     f"{_suggest(name, features)}", "names from `features` only")  # fmt: skip
+    return None
+
+
+def _inputs_of_the_target(cfg: dict[str, Any], origins: dict, defaults: dict) -> None:
+    """For deploy_target = "lwtnn", the default features (TrackTfClassifier's) and transforms
+    mean TrackLwtnnClassifier's inputs, with no transform (lwtnn scales linearly only). The
+    default transforms apply to the features that are there."""
+    default_transforms = cfg["feature_transforms"] == defaults["feature_transforms"]
+    if cfg["deploy_target"] == "lwtnn" and cfg["features"] == defaults["features"]:
+        cfg["features"] = list(LWTNN_INPUTS)
+    if default_transforms:
+        kept = {k: v for k, v in cfg["feature_transforms"].items() if k in cfg["features"]}
+        cfg["feature_transforms"] = {} if cfg["deploy_target"] == "lwtnn" else kept
+
+
+def _check_deploy_target(cfg: dict[str, Any]) -> Problem:
+    problem = deploy_target_mismatch(cfg["deploy_target"], cfg["features"], cfg["algo_branch"])
+    if problem is not None:
+        name = "algo_branch" if problem.startswith("algo_branch") else "features"
+        return name, f"does not fit deploy_target = {cfg['deploy_target']!r}: {problem}", (
+            "deploy_target = 'custom' for other inputs")  # fmt: skip
+    if cfg["deploy_target"] == "lwtnn" and cfg["feature_transforms"]:
+        return ("feature_transforms", "is not empty, but lwtnn applies no transform (only "
+                "(x + offset) * scale)", "feature_transforms = {}")  # fmt: skip
     return None
 
 

@@ -15,8 +15,8 @@ import pytest
 from cmssw.classifiers import LWTNN_INPUTS
 from deploy.export import existing_exports, export_model, write_run_model_card
 from deploy.model_card import build_model_card, describe_inputs, git_state, write_model_card
-from helper_functions import default_config
 from network import build_lwtnn_model, build_model_from_config
+from pipeline.settings import default_config
 
 CFG = default_config()
 N = len(CFG["features"])
@@ -114,8 +114,15 @@ def test_export_of_an_lwtnn_run_writes_json_and_card(tmp_path):
     assert list(card["files"]) == ["lwtnn_network.json"]
     assert card["config_sha256"] == hashlib.sha256(CONFIG_TEXT.encode()).hexdigest()
     assert card["test_auc"]["reason"] == "the evaluation has not run yet"
-    later = existing_exports(tmp_path, "lwtnn")  # after the evaluation: the same files, AUCs
+    later = existing_exports(tmp_path, "lwtnn")  # a later evaluation: the same files, AUCs
     assert later.files == report.files
-    write_run_model_card(tmp_path, later, model, LWTNN_INPUTS, None, None, {"zee": 0.9})
-    assert json.loads(card_path.read_text())["test_auc"]["by_sample"] == {"zee": 0.9}
+    with pytest.raises(FileExistsError):  # a card is a record: never rewritten
+        write_run_model_card(tmp_path, later, model, LWTNN_INPUTS, None, None, {"zee": 0.9})
+    stage = tmp_path / "stages" / "evaluate_1"  # the later evaluation's own folder
+    stage.mkdir(parents=True)
+    again = write_run_model_card(
+        stage, later, model, LWTNN_INPUTS, None, None, {"zee": 0.9}, config=tmp_path / "config.py"
+    )
+    assert json.loads(again.read_text())["test_auc"]["by_sample"] == {"zee": 0.9}
+    assert json.loads(card_path.read_text())["test_auc"]["by_sample"] is None
     assert existing_exports(tmp_path, "tf_graph").files == []

@@ -12,9 +12,9 @@ import onnx
 import pytest
 
 from deploy.onnx_export import check_onnx_contract, convert_graph_def, export_onnx, onnx_scores
-from helper_functions import default_config
 from model_freeze import freeze_model, load_graph_def
 from network import build_model_from_config
+from pipeline.settings import default_config
 
 CFG = default_config()
 N = len(CFG["features"])

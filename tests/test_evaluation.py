@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cmssw.ntuple import ALGORITHMS
 from evaluation import MonitorCallback, evaluate
 from evaluation.metrics import (
     NEW,
@@ -36,10 +37,10 @@ from evaluation.metrics import (
     to_mva,
 )
 from evaluation.report import load_working_points
-from helper_functions import ALGORITHMS, default_config
 from model_freeze import freeze_model
 from network import build_model_from_config, fit_sanitizer_bounds, transforms_for_features
-from network.training import model_inputs
+from network.inputs import model_inputs
+from pipeline.settings import default_config
 
 PRODUCTION = Path(__file__).resolve().parents[2] / "shared" / "cmssw-models"
 PRODUCTION_GRAPH = PRODUCTION / "CKF_Run3_12_5_0_pre5.pb"

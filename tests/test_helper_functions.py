@@ -6,16 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helper_functions import (
-    ALGORITHMS,
-    balance_iterations,
-    default_config,
-    load_config,
-    select_iterations,
-    split_by_events,
-    track_table,
-    write_config,
-)
+from cmssw.ntuple import ALGORITHMS
+from helper_functions import balance_iterations, select_iterations, split_by_events, track_table
+from pipeline.settings import default_config, load_config, write_config
 
 
 def tracks(counts: dict[str, tuple[int, int]], seed: int = 0) -> pd.DataFrame:
@@ -71,7 +64,11 @@ def test_unknown_or_mistyped_settings_are_named(tmp_path):
 
 
 def test_written_config_reads_back(tmp_path):
-    cfg, _ = load_config(["--epochs", "3", "--samples", "{'a': ['x.root', 'root://h//y.root']}"])
+    cfg, _ = load_config(
+        ["--epochs", "3", "--samples", "{'a': ['x.root', 'root://h//y.root'], 'b': 'z.root'}",
+         "--train_samples", "['a']", "--test_samples", "['b']", "--monitor_samples", "['b']",
+         "--synthetic_samples", "{}"]
+    )  # fmt: skip
     write_config(cfg, tmp_path / "config.py")
     again, _ = load_config(["--config", str(tmp_path / "config.py")])
     assert again == cfg

@@ -14,7 +14,6 @@ import pytest
 import tensorflow as tf
 from tensorflow.python.framework import op_def_registry
 
-from helper_functions import default_config
 from model_freeze import (
     check_contract,
     freeze_model,
@@ -24,6 +23,8 @@ from model_freeze import (
     strip_default_attributes,
 )
 from network import build_model_from_config
+from pipeline.runs import RunError
+from pipeline.settings import SettingsError, default_config
 
 PRODUCTION = Path(__file__).resolve().parents[2] / "shared" / "cmssw-models"
 CFG = default_config()
@@ -165,7 +166,10 @@ def test_standalone_freeze_of_a_run_folder(model, inputs, tmp_path, capsys):
 
 
 def test_standalone_freeze_names_what_is_missing(tmp_path):
-    with pytest.raises(FileNotFoundError, match="model.keras is missing"):
+    with pytest.raises(SettingsError, match="not a run folder"):
+        main([str(tmp_path)])
+    (tmp_path / "config.py").write_text("epochs = 3\n")
+    with pytest.raises(RunError, match="has not finished its training"):
         main([str(tmp_path)])
 
 
