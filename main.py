@@ -135,9 +135,8 @@ def generate_missing_synthetic_samples(cfg: dict[str, Any]) -> None:
 
 def load_tracks(cfg: dict[str, Any]) -> pd.DataFrame:
     """All tracks of the training and test samples, one row per track."""
-    from dataset_loader import DatasetLoader
-
     from cmssw.classifiers import TF_GRAPH_FEATURES
+    from dataset_loader import DatasetLoader
 
     names = list(dict.fromkeys(cfg["train_samples"] + cfg["test_samples"]))
     extra = list(cfg["extra_branches"])
