@@ -18,6 +18,7 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from evaluation.metrics import NEW, REFERENCE, to_mva
+from cmssw.classifiers import TF_GRAPH_FEATURES
 from model_freeze import check_contract, load_graph_def, run_graph_def
 
 LABEL = "trk_isTrue"
@@ -56,6 +57,16 @@ def graph_scores(path: Path, inputs: dict[str, np.ndarray]) -> np.ndarray:
         for start in range(0, n, GRAPH_CHUNK)
     ]
     return to_mva(np.concatenate(parts))
+
+
+def new_model_scores(exported: Path, test: pd.DataFrame, cfg: dict[str, Any]) -> np.ndarray:
+    """mva of the new model as CMSSW runs it: its frozen graph, or its lwtnn JSON (a track with
+    a non-finite input gets NaN there, which passes no cut)."""
+    if cfg.get("deploy_target") == "lwtnn":
+        from deploy.lwtnn import lwtnn_scores
+
+        return to_mva(lwtnn_scores(exported, test))
+    return graph_scores(exported, graph_inputs(test, cfg))
 
 
 def bdt_matrix(df: pd.DataFrame, cfg: dict[str, Any]) -> np.ndarray:
@@ -111,16 +122,18 @@ def classifier_scores(
 ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """{classifier: mva per test track} in a fixed order (new_dnn, trk_mva, compare_graphs...,
     bdt) and {classifier: why it was left out}. Only the new model's graph is required."""
-    frozen = Path(run_dir) / "frozen_graph.pb"
-    if not frozen.is_file():
+    exported = Path(run_dir) / (
+        "lwtnn_network.json" if cfg.get("deploy_target") == "lwtnn" else "frozen_graph.pb"
+    )
+    if not exported.is_file():
         raise FileNotFoundError(
-            f"{frozen} is missing: evaluate a run that has been frozen "
+            f"{exported} is missing: evaluate a run that has been frozen "
             "(python main.py --stage freeze --run <run>)."
         )
-    inputs = graph_inputs(test, cfg)
+    inputs = None  # TrackTfClassifier's inputs, for the production graphs
     scores: dict[str, np.ndarray] = {}
     skipped: dict[str, str] = {}
-    jobs: list[tuple[str, Any]] = [(NEW, frozen), (REFERENCE, None)]
+    jobs: list[tuple[str, Any]] = [(NEW, exported), (REFERENCE, None)]
     jobs += list(cfg.get("compare_graphs", {}).items())
     if cfg.get("train_bdt", True):
         jobs.append((BDT, None))
@@ -134,7 +147,9 @@ def classifier_scores(
                     raise KeyError("the test tracks have no trk_mva column")
                 scores[name] = test[REFERENCE].to_numpy(np.float64)
                 continue
-            if name == BDT:
+            if name == NEW:
+                scores[name] = new_model_scores(exported, test, cfg)
+            elif name == BDT:
                 if train is None or len(train) == 0:
                     raise ValueError("no training tracks were given")
                 model = train_bdt(train, cfg, bdt_max_tracks)
@@ -143,6 +158,8 @@ def classifier_scores(
                 resolved = resolve_path(path)
                 if resolved is None:
                     raise FileNotFoundError(f"no such file: {path}")
+                if inputs is None:
+                    inputs = graph_inputs(test, dict(cfg, features=list(TF_GRAPH_FEATURES)))
                 scores[name] = graph_scores(resolved, inputs)
             tqdm.write(f"  {name}: {len(test)} tracks in {time.perf_counter() - start:.1f} s")
         except (OSError, KeyError, ValueError, RuntimeError) as error:
