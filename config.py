@@ -170,7 +170,7 @@ seed = 42
 # resumed run (TensorFlow's deterministic ops; on a GPU they are slower, see README).
 deterministic = True
 monitor_every = 10  # epochs between ROC/score plots of monitor_samples during training; 0: off
-monitor_samples = ["qcd_test", "zee_test"]
+monitor_samples = []  # the samples watched; []: the first two of test_samples
 
 # ---------------------------------------------------------------------------------------------
 # Devices (gpusetter.py)

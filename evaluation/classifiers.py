@@ -17,8 +17,8 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
-from evaluation.metrics import NEW, REFERENCE, to_mva
 from cmssw.classifiers import TF_GRAPH_FEATURES
+from evaluation.metrics import NEW, REFERENCE, to_mva
 from model_freeze import check_contract, load_graph_def, run_graph_def
 
 LABEL = "trk_isTrue"

@@ -109,7 +109,8 @@ def monitor_callback(
     """The callback for cfg's monitor_samples (taken from tracks' "sample" column) every
     monitor_every epochs; None when monitoring is off or none of those samples is loaded."""
     every = int(cfg.get("monitor_every", 0))
-    names = [n for n in cfg.get("monitor_samples", []) if (tracks["sample"] == n).any()]
+    wanted = cfg.get("monitor_samples") or cfg.get("test_samples", [])[:2]
+    names = [n for n in wanted if (tracks["sample"] == n).any()]
     if every <= 0 or not names:
         return None
     return MonitorCallback({n: tracks[tracks["sample"] == n] for n in names}, cfg, run_dir, every)

@@ -128,16 +128,25 @@ class WorkerPool:
                     process, multiprocessing.connection.Connection(ours.detach()), log=log
                 )
                 with self.lock:
-                    self.starting.append(worker)
+                    closing = self.closing
+                    if not closing:
+                        self.starting.append(worker)
+                if closing:  # the load finished before this one started
+                    worker.connection.close()  # it sees the end of its socket and exits
+                    process.wait()
+                    log.close()
+                    return
             for worker in list(self.starting):
-                if not worker.connection.poll(120) or worker.connection.recv() != "ready":
-                    raise worker.death(None)
+                try:
+                    up = worker.connection.poll(120) and worker.connection.recv() == "ready"
+                except (EOFError, OSError):
+                    up = False
                 with self.lock:
-                    if self.closing:
+                    if self.closing:  # the load finished without them
                         return
+                    if not up:
+                        raise worker.death(None)
                     self.ready.append(worker)
-        except EOFError:
-            self.start_error = worker.death(None)
         except BaseException as error:  # reported by run(); this process goes on alone meanwhile
             self.start_error = error
 

@@ -197,6 +197,20 @@ class Trainer(keras.Model):
         finally:
             Path(tmp).unlink(missing_ok=True)
 
+    def _maybe_symbolic_build(self, iterator: Any = None, data_batch: Any = None) -> None:
+        # Keras peeks at a batch to build the model symbolically, and under a multi-worker
+        # strategy averages the batch over the workers first, which fails for integer row
+        # numbers. build_for has built everything already: nothing to do.
+        if self.built and self.optimizer is not None and self.optimizer.built:
+            return
+        super()._maybe_symbolic_build(iterator, data_batch)
+
+    def train_step(self, data: Any) -> dict[str, Any]:
+        return _vector_logs(super().train_step(data), self.distribute_strategy)
+
+    def test_step(self, data: Any) -> dict[str, Any]:
+        return _vector_logs(super().test_step(data), self.distribute_strategy)
+
     def build_for(self, rows: np.ndarray) -> None:
         """Create every variable (model, compiled loss and metrics) with a few real rows, so that
         fit needs no symbolic build (which cannot handle integer row inputs)."""
@@ -207,6 +221,7 @@ class Trainer(keras.Model):
         self.compute_loss(rows, labels, predicted, weights)
         self.compute_metrics(rows, labels, predicted, weights)
         self.reset_metrics()
+        self.optimizer.build(self.trainable_variables)
 
 
 def predict(network: keras.Model, inputs: dict[str, Any], chunk: int = 65_536) -> np.ndarray:
@@ -223,3 +238,11 @@ def predict(network: keras.Model, inputs: dict[str, Any], chunk: int = 65_536) -
         for start in range(0, n, chunk)
     ]
     return np.concatenate(parts).ravel() if parts else np.zeros(0, dtype=np.float32)
+
+
+def _vector_logs(logs: dict[str, Any], strategy: tf.distribute.Strategy) -> dict[str, Any]:
+    """Under a multi-worker strategy, Keras averages each log over the workers with
+    reduce(..., axis=0), which fails on a scalar: give it a vector of one value."""
+    if strategy.extended._in_multi_worker_mode():  # noqa: SLF001 (TensorFlow's only test of it)
+        return {name: tf.reshape(value, [1]) for name, value in logs.items()}
+    return logs

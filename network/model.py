@@ -143,7 +143,9 @@ def _dense_blocks(
             name=f"dense_{i}",
         )(h)
         if batch_norm:
-            h = keras.layers.BatchNormalization(name=f"batch_norm_{i}")(h)
+            # Synchronized: under a multi-device strategy the batch statistics are those of the
+            # global batch and every replica keeps the same moving averages.
+            h = keras.layers.BatchNormalization(synchronized=True, name=f"batch_norm_{i}")(h)
         h = keras.layers.Activation(activation, name=f"activation_{i}")(h)
         if dropout > 0:
             h = keras.layers.Dropout(dropout, seed=seed + i, name=f"dropout_{i}")(h)
