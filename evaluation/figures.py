@@ -14,7 +14,7 @@ from cmssw.ntuple import ALGORITHMS, LABEL
 from evaluation.metrics import passes, thresholds_by_algo
 from evaluation.names import ALL, LEVELS, NEW, REFERENCE, label
 from evaluation.plots import features_grid, roc_grid, score_grid, training_curves
-from evaluation.plots_rates import QUANTITIES, available_variables, rates_grid, variable_bins
+from evaluation.plots_rates import QUANTITIES, available_variables, rates_grid
 
 BY_ITERATION_LEVEL = "highPurity"  # the level of the per-iteration rate figure
 
@@ -89,10 +89,6 @@ class _Context:
             it for it in cfg["iterations"] if self.wps[it]["n_true"] + self.wps[it]["n_fake"] > 0
         ]
         self.variables = available_variables(test)
-        self.edges = {
-            var: variable_bins(test[column].to_numpy(), kind)
-            for var, (column, _, kind) in self.variables.items()
-        }
         self.passed = {
             name: passes(values, self.algo, thresholds_by_algo(self.wps, name))
             for name, values in scores.items()
@@ -129,7 +125,8 @@ class _Context:
             ]
             panels = [(which, "pt") for which in QUANTITIES if "pt" in self.variables]
             title = f"Efficiency and fake rate per iteration, {BY_ITERATION_LEVEL}"
-            return self.rates(lines, panels, "rates_by_iteration.png", f"{title}: {name}", title)
+            heading = f"{title}: {name}"
+            return self.rates(lines, panels, "rates_by_iteration.png", heading, title, per_row=2)
         lines = [("all iterations", self.rate_row(rows, entries[ALL]), lv) for lv in LEVELS]
         if kind == "rates":  # one sample alone: both rates vs pt and |dxy|
             chosen = [v for v in ("pt", "dxy") if v in self.variables]
@@ -141,13 +138,12 @@ class _Context:
         return self.rates(lines, panels, f"{kind}_{tag}.png", f"{title}: {name}", title)
 
     def rates(
-        self, lines: list, panels: list, file: str, heading: str, title: str
+        self, lines: list, panels: list, file: str, heading: str, title: str, per_row: int = 1
     ) -> list[tuple[str, Path]]:
         if not panels or all(row.get("reason") for _, row, _ in lines):
             return []
-        path = rates_grid(
-            lines, panels, self.edges, self.plots_dir / file, heading, self.confidence
-        )
+        path = self.plots_dir / file
+        path = rates_grid(lines, panels, path, heading, self.confidence, per_row)
         return [(title, path)]
 
     def sample_overview(self, masks: Mapping[str, np.ndarray]) -> list[tuple[str, Path]]:

@@ -23,7 +23,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.ticker import MaxNLocator, NullLocator, StrMethodFormatter
+from matplotlib.ticker import LogLocator, MaxNLocator, NullLocator, StrMethodFormatter
 
 from evaluation.metrics import roc_points
 from evaluation.names import BDT, LEVELS, NEW, REFERENCE, label
@@ -78,11 +78,7 @@ FEATURE_UNITS = {
         "hits",
     ),
     **dict.fromkeys(["trk_nLostLay", "trk_nPixelLay", "trk_nStripLay", "trk_n3DLay"], "layers"),
-    "trk_eta": "no unit",
-    "trk_etaErr": "no unit",
-    "trk_nChi2": "no unit",
-    "trk_ndof": "no unit",
-}
+}  # eta, etaErr, nChi2 (chi2 / ndof) and ndof have no unit
 
 Panel = dict[str, Any]  # title, labels, scores {name: mva}, entry (metrics) or reason
 
@@ -126,12 +122,14 @@ def finish(
     """CMS label and heading on top, the shared legend outside the panels (below them), saved."""
     fig.suptitle(f"{CMS_LABEL}    {heading}", x=0.01, ha="left", fontsize=15)
     for ax in fig.axes:  # tick artists dominate the time of figures of dozens of panels
-        for axis in (ax.xaxis, ax.yaxis):
+        for axis, limits in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
             axis.set_minor_locator(NullLocator())
-            if axis.get_scale() == "log":
+            if axis.get_scale() == "log":  # under two decades, label 1-2-5 too
+                narrow = min(limits) > 0 and max(limits) / min(limits) < 100
+                axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0) if narrow else (1.0,)))
                 axis.set_major_formatter(StrMethodFormatter("{x:g}"))
             else:
-                axis.set_major_locator(MaxNLocator(nbins=4, steps=[1, 2, 2.5, 5, 10]))
+                axis.set_major_locator(MaxNLocator(nbins=4, steps=[1, 2, 5, 10]))
     if legend and legend[0]:
         fig.legend(*legend, loc="outside lower center", ncols=ncols, frameon=False)
     return save(fig, path)

@@ -25,7 +25,7 @@ EVENT_TRACKS_COLUMN = "tracks_in_event"  # reconstructed tracks of the event, al
 # name -> (column, axis label, binning)
 VARIABLES = {
     "pt": ("trk_pt", r"$p_T$ [GeV]", "log"),
-    "eta": ("trk_eta", r"$\eta$ (no unit)", "linear"),
+    "eta": ("trk_eta", r"$\eta$", "linear"),
     "dxy": ("trk_dxy", r"$|d_{xy}|$ to the beam spot [cm]", "abslog"),
     "hits": (HITS_COLUMN, "valid hits, pixel + strip [hits]", "integer"),
     "event_tracks": (EVENT_TRACKS_COLUMN, "tracks in the event [tracks]", "count"),
@@ -57,8 +57,9 @@ def available_variables(tracks: pd.DataFrame) -> dict[str, tuple[str, str, str]]
 
 
 def variable_bins(values: np.ndarray, kind: str, n: int = 20) -> np.ndarray:
-    """Bin edges over the bulk (0.1 %-99.9 %) of values: log-spaced for pt and |dxy|, linear
-    and symmetric for eta, one bin per value (or per few values) for counts."""
+    """Bin edges over the bulk (0.5 %-99.5 %) of values: log-spaced for pt and |dxy|, linear
+    and symmetric for eta, one bin per value (or per few values) for counts. The sparse tails
+    beyond would only show error bars spanning 0 to 1."""
     values = np.asarray(values, dtype=np.float64)
     values = values[np.isfinite(values)]
     if kind == "abslog":
@@ -66,16 +67,16 @@ def variable_bins(values: np.ndarray, kind: str, n: int = 20) -> np.ndarray:
     if values.size == 0:
         return np.linspace(0, 1, n + 1)
     if kind == "linear":
-        edge = math.ceil(float(np.quantile(np.abs(values), 0.999)) * 10) / 10 or 1.0
+        edge = math.ceil(float(np.quantile(np.abs(values), 0.995)) * 10) / 10 or 1.0
         return np.linspace(-edge, edge, n + 1)
     if kind in ("integer", "count"):
-        low, high = np.floor(np.quantile(values, [0.001, 0.999]))
+        low, high = np.floor(np.quantile(values, [0.005, 0.995]))
         step = max(1.0, math.ceil((high - low + 1) / (n if kind == "count" else 2 * n)))
         return np.arange(low - 0.5, high + step + 0.5, step)
     positive = values[values > 0]
     if positive.size == 0:
         return np.geomspace(1e-4, 1, n + 1)
-    low, high = np.quantile(positive, [0.001, 0.999])
+    low, high = np.quantile(positive, [0.005, 0.995])
     low = max(low, 1e-4 if kind == "abslog" else 1e-2)
     return np.geomspace(low, max(high, low * 10), n + 1)
 
@@ -128,17 +129,18 @@ def rate_panel(
 def rates_grid(
     lines: Sequence[tuple[str, Row, str]],
     panels: Sequence[tuple[str, str]],
-    edges: Mapping[str, np.ndarray],
     path: Path,
     heading: str,
     confidence: float = 0.95,
+    per_row: int = 1,
 ) -> Path:
-    """One figure row per (title, tracks, level), one panel per (rate, variable) in it: the
-    rate ("efficiency" or "fake_rate") of every classifier at its cuts of that level."""
+    """One figure row per `per_row` (title, tracks, level), one panel per (rate, variable): the
+    rate ("efficiency" or "fake_rate") of every classifier at its cuts of that level. Bins
+    follow each row's own tracks (an iteration's pt range is not another's)."""
     with cms_style({"font.size": 11, "axes.labelsize": 11, "axes.titlesize": 11}):
-        fig, axes = grid(len(lines) * len(panels), len(panels), (3.5, 2.7))
+        fig, axes = grid(len(lines) * len(panels), per_row * len(panels), (3.5, 2.7))
         legend = None
-        binned: dict[tuple[int, str], dict[str, np.ndarray]] = {}
+        binned: dict[tuple[int, str], tuple[np.ndarray, dict[str, np.ndarray]]] = {}
         for r, (title, row, level) in enumerate(lines):
             row_axes = axes[r * len(panels) : (r + 1) * len(panels)]
             if row.get("reason"):
@@ -157,10 +159,12 @@ def rates_grid(
                 key = (id(row), variable)  # the rows of a figure share their binned counts
                 if key not in binned:
                     values = row["columns"][column]
+                    edges = variable_bins(values, kind)
                     values = np.abs(values) if kind == "abslog" else values
-                    binned[key] = binned_rates(values, labels, flags, edges[variable], confidence)
-                level_index = LEVELS.index(level)
-                rate_panel(ax, binned[key], names, level_index, edges[variable], kind, which)
+                    rates = binned_rates(values, labels, flags, edges, confidence)
+                    binned[key] = (edges, rates)
+                edges, rates = binned[key]
+                rate_panel(ax, rates, names, LEVELS.index(level), edges, kind, which)
                 ax.set_xlabel(xlabel)
                 ax.set_ylabel(QUANTITIES[which])
                 ax.set_title(f"{title}, {level}", loc="left")
