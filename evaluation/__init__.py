@@ -27,7 +27,13 @@ from evaluation.comparison import sample_metrics
 from evaluation.metrics import derive_working_points, reference_description
 from evaluation.names import ALL, DEFINITIONS, LEVELS
 from evaluation.plots_rates import add_rate_columns
-from evaluation.quality_cuts import DEFAULT_BLOCK, FILE_NAME, release_cuts, write_quality_cuts
+from evaluation.quality_cuts import (
+    DEFAULT_BLOCK,
+    FILE_NAME,
+    chosen_block,
+    release_cuts,
+    write_quality_cuts,
+)
 from evaluation.quality_cuts import quality_cuts_text as cuts_text
 from evaluation.quality_cuts import summary as quality_cuts_summary
 from evaluation.report import print_summary, write_metrics_json, write_report
@@ -154,7 +160,8 @@ def evaluate(
     start = time.perf_counter()
     run_dir = Path(run_dir)
     (run_dir / "plots").mkdir(parents=True, exist_ok=True)
-    release_cuts(cfg, DEFAULT_BLOCK), release_cuts(cfg)  # bad settings fail before the work
+    for block in (DEFAULT_BLOCK, chosen_block(cfg)):  # bad settings fail before the work
+        release_cuts(cfg, block)
     test = classified_tracks(add_rate_columns(held_out_samples(test, cfg)), cfg)
     train = None if train is None else classified_tracks(train, cfg)
     print(
