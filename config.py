@@ -195,16 +195,49 @@ freeze_tolerance = 1e-5  # max |frozen - Keras| accepted
 compare_graphs = {
     "CKF_Run3_12_5_0_pre5": "../shared/cmssw-models/CKF_Run3_12_5_0_pre5.pb",
 }
-# Working points: thresholds [loose, tight, highPurity] on mva = 2p - 1 per iteration that keep
-# the true-track efficiency of trk_mva cut at these reference cuts (step name -> [c0, c1, c2]),
-# in the form of CMSSW's dnnQualityCuts.py; iterations not listed use default_reference_cuts.
+# Working points, written as CMSSW's RecoTracker/IterativeTracking/python/dnnQualityCuts.py:
+# per step, cuts [loose, tight, highPurity] on mva = 2p - 1 that keep the true-track efficiency
+# of trk_mva cut at the release's cuts (or target_efficiencies). The release's two blocks, step
+# names as CMSSW spells them: reference_cuts (the cms.PSet) and reference_cuts_trackdnn_CKF
+# (the trackdnn_CKF.toModify block, for the CKF-only training). working_points_block picks the
+# block whose cuts trk_mva is matched at and that the run writes ("default" or "trackdnn_CKF").
+# A step without true tracks in the test samples keeps the release's cuts (flagged).
+working_points_block = "default"
 reference_cuts = {
-    "initialStep": [-0.35, 0.1, 0.28],
-    "tobTecStep": [-0.76, -0.65, -0.55],
+    "InitialStep": [-0.35, 0.1, 0.28],
+    "LowPtQuadStep": [-0.37, 0.08, 0.28],
+    "HighPtTripletStep": [0.47, 0.55, 0.62],
+    "LowPtTripletStep": [-0.26, 0.09, 0.33],
+    "DetachedQuadStep": [-0.66, -0.15, 0.46],
+    "DetachedTripletStep": [-0.42, 0.16, 0.78],
+    "PixelPairStep": [-0.31, -0.13, 0.13],
+    "MixedTripletStep": [-0.86, -0.68, -0.43],
+    "PixelLessStep": [-0.80, -0.69, -0.40],
+    "TobTecStep": [-0.76, -0.65, -0.55],
+    "DisplacedRegionalStep": [-0.76, -0.65, -0.55],
+    "JetCoreRegionalStep": [-0.62, -0.49, 0.02],
 }
-default_reference_cuts = [-0.5, 0.0, 0.5]
+reference_cuts_trackdnn_CKF = {
+    "InitialStep": [-0.57, 0.02, 0.3],
+    "LowPtQuadStep": [-0.33, 0.13, 0.35],
+    "HighPtTripletStep": [0.52, 0.6, 0.67],
+    "LowPtTripletStep": [-0.23, 0.15, 0.41],
+    "DetachedQuadStep": [-0.6, -0.06, 0.54],
+    "DetachedTripletStep": [-0.35, 0.33, 0.84],
+    "PixelPairStep": [-0.29, -0.1, 0.18],
+    "MixedTripletStep": [-0.87, -0.61, -0.17],
+    "PixelLessStep": [-0.82, -0.61, -0.16],
+    "TobTecStep": [-0.75, -0.65, -0.53],
+    "DisplacedRegionalStep": [-0.75, -0.65, -0.53],
+    "JetCoreRegionalStep": [-0.14, -0.12, 0.63],
+}
 # Or, instead of matching trk_mva: target true-track efficiencies [loose, tight, highPurity].
 target_efficiencies = []  # e.g. [0.99, 0.97, 0.93]; empty: match trk_mva at reference_cuts
+# Uncertainties: Clopper-Pearson intervals for efficiencies and fake rates; a bootstrap over
+# events (bootstrap_samples resamplings, seeded by seed) for AUCs and fake-rate changes. A
+# change counts as significant when its interval at confidence_level excludes no change.
+confidence_level = 0.95
+bootstrap_samples = 200
 train_bdt = True  # a gradient-boosted-tree baseline on the same training tracks and features
 
 # ---------------------------------------------------------------------------------------------

@@ -32,8 +32,8 @@ from helper_functions import (
     track_table,
 )
 from pipeline.files import write_new_file
-from pipeline.runs import HOLDOUT, Interrupted, Job, RunError, history, open_job
-from pipeline.settings import SettingsError, load_config
+from pipeline.runs import HOLDOUT, Interrupted, Job, RunError, history, open_job, run_summary
+from pipeline.settings import SettingsError, load_config, settings_text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,7 +82,7 @@ def run_stages(cfg: dict[str, Any], job: Job, timer: StageTimer, summary: dict[s
         summary["training"] = describe_training(result, cfg)
         tracks_by_sample = train["sample"].astype(str).value_counts().to_dict()
         job.done("train", epochs=result.epochs, stopped_early=result.stopped_early,
-                 tracks=tracks_by_sample)  # fmt: skip
+                 resumed_from=result.resumed_from, tracks=tracks_by_sample)  # fmt: skip
 
     exports = None
     if "freeze" in job.stages:
@@ -96,12 +96,25 @@ def run_stages(cfg: dict[str, Any], job: Job, timer: StageTimer, summary: dict[s
 
     if "evaluate" in job.stages:
         job.stage("evaluate")
+        from deploy.export import deployment_summary, existing_exports
         from evaluation import evaluate
 
         with timer("evaluate"):
             out = job.output_dir("report.html")
             test_tracks = tracks[tracks["sample"].isin(cfg["test_samples"])]
-            metrics = evaluate(train, test_tracks, cfg, job.run_dir, output_dir=out)
+            model = model if model is not None else load_model(job.run_dir)
+            exports = exports or existing_exports(job.run_dir, cfg["deploy_target"])
+            metrics = evaluate(
+                train,
+                test_tracks,
+                cfg,
+                job.run_dir,
+                model=model,
+                config_text=settings_text(cfg),
+                deployment=deployment_summary(job.run_dir, cfg, exports, model, test_tracks),
+                run_info=run_summary(job.run_dir),
+                output_dir=out,
+            )
         summary["report"] = out / "report.html"
         job.done("evaluate", folder=str(out))
         write_model_card(job, cfg, exports, model, new_model_auc(metrics), None)

@@ -131,3 +131,71 @@ def verify_exports(
     if (run_dir / ONNX_FILE).is_file():
         report.onnx = check_onnx(run_dir / ONNX_FILE, model, inputs, tolerance)
     return report
+
+
+def deployment_summary(
+    run_dir: Path,
+    cfg: Mapping[str, Any],
+    exports: DeployReport,
+    model: keras.Model,
+    test: Any,
+    rounds: int = 5,
+) -> dict[str, Any]:
+    """What the report shows of the deployment: the deploy target, the model card's facts
+    (the card itself is written with the test AUCs once the evaluation has them), and the
+    inference cost of the frozen graph next to the production graphs, as CMSSW runs them."""
+    from pipeline.runs import history
+
+    trained = [e for e in history(run_dir) if e["event"] == "stage done" and e["stage"] == "train"]
+    config = Path(run_dir) / "config.py"
+    card = build_model_card(
+        cfg["deploy_target"],
+        exports.files,
+        describe_inputs(model, cfg["features"], cfg["algo_branch"]),
+        trained[-1].get("tracks") if trained else None,
+        config.read_text() if config.is_file() else None,
+        None,
+        "in this report's tables",
+    )
+    facts = {
+        "loaded by": card["loaded_by"],
+        "inputs as CMSSW feeds them": card["inputs_match_cmssw"],
+        **{f"{name} sha256": entry["sha256"][:16] for name, entry in card["files"].items()},
+        "training tracks": card["training"]["tracks"],
+        "config.py sha256": (card["config_sha256"] or "")[:16],
+        "git commit": card["git"].get("commit"),
+        "tensorflow / keras": f"{card['packages'].get('tensorflow')} / "
+        f"{card['packages'].get('keras')}",
+    }
+    return {
+        "deploy_target": cfg["deploy_target"],
+        "model_card": facts,
+        "inference_cost": inference_cost(run_dir, cfg, test, rounds),
+    }
+
+
+def inference_cost(
+    run_dir: Path, cfg: Mapping[str, Any], test: Any, rounds: int = 5
+) -> dict[str, dict[str, str]] | None:
+    """µs per track of frozen_graph.pb and of the production graphs (compare_graphs) on one
+    thread at CMSSW's batch size and at 1024, the harness's own cost subtracted (deploy.cost);
+    None when there is no TrackTfClassifier graph to time."""
+    from deploy.cost import FLOOR, best_of, measure_rounds, net_of_floor
+    from evaluation.classifiers import production_graph_inputs, resolve_path
+
+    graph = Path(run_dir) / GRAPH_FILE
+    if cfg["deploy_target"] != "tf_graph" or not graph.is_file() or len(test) == 0:
+        return None
+    graphs = {"new model": graph}
+    for name, path in cfg.get("compare_graphs", {}).items():
+        found = resolve_path(path)
+        if found is not None:
+            graphs[name] = found
+    inputs = production_graph_inputs(test.iloc[:4096])
+    samples = measure_rounds(graphs, inputs, rounds=rounds, seconds_per_measurement=0.05)
+    cost = net_of_floor(best_of(samples))
+    return {
+        name: {f"µs/track, batch {b}": f"{value:.2f}" for b, value in per_batch.items()}
+        for name, per_batch in cost.items()
+        if name != FLOOR
+    }

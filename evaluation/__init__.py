@@ -2,16 +2,18 @@
 
     metrics = evaluate(train, test, cfg, run_dir)
 
-compares, on the same held-out test tracks, per sample and iteration: the new model through its
-frozen graph run_dir/frozen_graph.pb, trk_mva from the ntuple, the frozen graphs of
-cfg["compare_graphs"] and a BDT baseline trained on `train`. It writes into run_dir:
-report.html, metrics.json, working_points.py and plots/*.png.
+compares, on the same held-out test tracks, per sample and iteration: the new model scored as
+it will be deployed (its frozen graph run_dir/frozen_graph.pb by default), trk_mva from the
+ntuple, the production graphs of cfg["compare_graphs"] and a BDT baseline trained on `train`.
+Every number carries its interval. It writes into run_dir: report.html (self-contained),
+metrics.json, dnnQualityCuts.py (CMSSW's working-points file) and plots/*.png.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,19 +21,36 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from evaluation.classifiers import LABEL, classifier_scores
-from evaluation.metrics import ALL, derive_working_points, sample_metrics
-from evaluation.monitor import MonitorCallback, monitor_callback
-from evaluation.report import (
-    DEFINITIONS,
-    print_summary,
-    write_metrics_json,
-    write_report,
-    write_working_points,
+from cmssw.ntuple import LABEL
+from evaluation.classifiers import classifier_scores
+from evaluation.comparison import sample_metrics
+from evaluation.metrics import derive_working_points, reference_description
+from evaluation.names import ALL, DEFINITIONS, LEVELS
+from evaluation.plots_rates import add_rate_columns
+from evaluation.quality_cuts import (
+    DEFAULT_BLOCK,
+    FILE_NAME,
+    chosen_block,
+    release_cuts,
+    write_quality_cuts,
 )
+from evaluation.quality_cuts import quality_cuts_text as cuts_text
+from evaluation.quality_cuts import summary as quality_cuts_summary
+from evaluation.report import print_summary, write_metrics_json, write_report
+from evaluation.stats import EventBootstrap, event_codes
+from evaluation.verdict import verdicts
 from helper_functions import select_iterations
 
 __all__ = ["MonitorCallback", "evaluate", "monitor_callback"]
+
+
+def __getattr__(name: str) -> Any:
+    """The training monitor needs Keras: imported only when asked for."""
+    if name in ("MonitorCallback", "monitor_callback"):
+        from evaluation import monitor
+
+        return getattr(monitor, name)
+    raise AttributeError(f"module 'evaluation' has no attribute {name!r}")
 
 
 def classified_tracks(df: pd.DataFrame, cfg: dict[str, Any]) -> pd.DataFrame:
@@ -63,24 +82,32 @@ def sample_masks(test: pd.DataFrame, cfg: dict[str, Any]) -> dict[str, np.ndarra
     return masks
 
 
-def load_sanitizer(run_dir: Path) -> Any:
-    """The InputSanitizerLayer of run_dir/model.keras as a function x -> sanitized x, or None."""
+def sanitizer_of(model: Any, origin: str = "the model") -> Callable | None:
+    """The model's InputSanitizerLayer as a function x -> sanitized x, or None."""
+    import keras
+
+    import network  # noqa: F401  (registers the custom layers)
+    from network.custom.input_sanitizer import InputSanitizerLayer
+
+    layers = [layer for layer in model.layers if isinstance(layer, InputSanitizerLayer)]
+    if not layers:
+        print(f"note: {origin} has no InputSanitizerLayer: no plot of the sanitized inputs")
+        return None
+    layer = layers[0]
+    return lambda x: keras.ops.convert_to_numpy(layer(np.asarray(x, dtype=np.float32)))
+
+
+def load_sanitizer(run_dir: Path) -> Callable | None:
+    """The sanitizer of run_dir/model.keras, or None when there is no model file."""
     path = Path(run_dir) / "model.keras"
     if not path.is_file():
         print(f"note: {path} is missing: no plot of the sanitized inputs")
         return None
     import keras
 
-    import network.custom  # noqa: F401  (registers the custom layers)
-    from network.custom.input_sanitizer import InputSanitizerLayer
+    import network  # noqa: F401  (registers the custom layers)
 
-    model = keras.models.load_model(path, compile=False)
-    layers = [layer for layer in model.layers if isinstance(layer, InputSanitizerLayer)]
-    if not layers:
-        print(f"note: {path} has no InputSanitizerLayer: no plot of the sanitized inputs")
-        return None
-    layer = layers[0]
-    return lambda x: keras.ops.convert_to_numpy(layer(np.asarray(x, dtype=np.float32)))
+    return sanitizer_of(keras.models.load_model(path, compile=False), str(path))
 
 
 def read_training_log(run_dir: Path) -> pd.DataFrame | None:
@@ -91,11 +118,32 @@ def read_training_log(run_dir: Path) -> pd.DataFrame | None:
     return pd.read_csv(path)
 
 
+def finite_scores(scores: dict[str, np.ndarray]) -> list[str]:
+    """Give non-finite scores -2, below every cut (a NaN mva passes no cut in CMSSW); returns
+    a note per classifier that had any."""
+    notes = []
+    for name, values in scores.items():
+        bad = ~np.isfinite(values)
+        if bad.any():
+            notes.append(
+                f"{name} gives a non-finite score to {bad.sum()} of {len(bad)} tracks; "
+                "they are counted as passing no cut"
+            )
+            print(f"note: {notes[-1]}")
+            scores[name] = np.where(bad, -2.0, values)
+    return notes
+
+
 def evaluate(
     train: pd.DataFrame | None,
     test: pd.DataFrame,
     cfg: dict[str, Any],
     run_dir: Path,
+    model: Any = None,
+    config_text: str | None = None,
+    monitor_plots: Sequence[str | Path] | None = None,
+    deployment: dict[str, Any] | None = None,
+    run_info: dict[str, Any] | None = None,
     bdt_max_tracks: int = 300_000,
     plots: bool = True,
     output_dir: Path | None = None,
@@ -103,104 +151,119 @@ def evaluate(
     """Compare the classifiers on the test tracks, derive the working points, write the report.
 
     train: the balanced training split (for the BDT baseline and the input plots; None: no
-    BDT). test: the held-out test samples, one row per track with the features, originalAlgo,
-    trk_isTrue, trk_mva and sample. Returns the metrics dict that metrics.json holds.
+    BDT). test: every track of the held-out test samples (all iterations: the tracks per event
+    count them all), with the features, originalAlgo, trk_isTrue, trk_mva, event_index and
+    sample. model: the trained Keras model (its sanitizer is plotted; default: reloaded from
+    run_dir/model.keras). config_text, monitor_plots: shown in the report (default: the run
+    folder's config.py and monitor/ plots). deployment, run_info: optional report sections
+    (see report.report_html). output_dir: where the outputs go (default run_dir; a later
+    evaluation of a run writes into its own folder). Returns the metrics dict that metrics.json
+    holds.
     """
     start = time.perf_counter()
     run_dir = Path(run_dir)
-    out = Path(output_dir) if output_dir is not None else run_dir  # a later evaluation's folder
-    plots_dir = out / "plots"
-    plots_dir.mkdir(parents=True, exist_ok=True)
-    test = classified_tracks(held_out_samples(test, cfg), cfg)
+    out = Path(output_dir) if output_dir is not None else run_dir
+    (out / "plots").mkdir(parents=True, exist_ok=True)
+    for block in (DEFAULT_BLOCK, chosen_block(cfg)):  # bad settings fail before the work
+        release_cuts(cfg, block)
+    test = classified_tracks(add_rate_columns(held_out_samples(test, cfg)), cfg)
     train = None if train is None else classified_tracks(train, cfg)
     print(
         f"Evaluating on {len(test)} test tracks of the classified iterations"
         + ("" if train is None else f"; {len(train)} training tracks for the BDT")
     )
-
     scores, skipped = classifier_scores(train, test, cfg, run_dir, bdt_max_tracks)
-    notes = []
-    for name, values in scores.items():
-        bad = ~np.isfinite(values)
-        if bad.any():  # a NaN mva passes no cut in CMSSW: keep it below every threshold
-            notes.append(
-                f"{name} gives a non-finite score to {bad.sum()} of {len(bad)} tracks; "
-                "they are counted as passing no cut"
-            )
-            print(f"note: {notes[-1]}")
-            scores[name] = np.where(bad, -2.0, values)
-    labels = test[LABEL].to_numpy().astype(bool)
-    algo = test[cfg["algo_branch"]].to_numpy()
-    masks = sample_masks(test, cfg)
+    notes = finite_scores(scores)
     timing = {"scores_s": time.perf_counter() - start}
 
-    working_points = derive_working_points(labels, algo, scores, cfg)
-    samples = {
-        name: sample_metrics(
-            labels[rows], algo[rows], {k: v[rows] for k, v in scores.items()}, working_points, cfg
-        )
-        for name, rows in tqdm(masks.items(), desc="metrics", unit="sample")
-    }
-    metrics: dict[str, Any] = {
-        "run": run_dir.name,
-        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "test_samples": [name for name in masks if name != ALL],
-        "iterations": list(cfg["iterations"]),
-        "classifiers": list(scores),
-        "skipped_classifiers": skipped,
-        "notes": notes,
-        "levels": ["loose", "tight", "highPurity"],
-        "reference": (
-            f"target_efficiencies {cfg['target_efficiencies']}"
-            if cfg.get("target_efficiencies")
-            else "trk_mva at reference_cuts / default_reference_cuts"
-        ),
-        "definitions": DEFINITIONS,
-        "working_points": working_points,
-        "samples": samples,
-    }
+    metrics = compute_metrics(test, scores, cfg, run_dir.name)
+    metrics.update(skipped_classifiers=skipped, notes=notes + metrics["notes"])
     timing["metrics_s"] = time.perf_counter() - start - timing["scores_s"]
 
     plot_list: list[dict[str, str]] = []
     if plots:
+        from evaluation.figures import make_evaluation_plots
+
         plot_start = time.perf_counter()
-        plot_list = make_plots(train, test, scores, masks, metrics, cfg, run_dir, out)
+        sanitizer = sanitizer_of(model) if model is not None else load_sanitizer(run_dir)
+        plot_list = make_evaluation_plots(
+            test,
+            scores,
+            sample_masks(test, cfg),
+            metrics,
+            cfg,
+            out / "plots",
+            train=train,
+            sanitizer=sanitizer,
+            training_log=read_training_log(run_dir),
+            progress=sys.stderr,
+        )
         timing["plots_s"] = time.perf_counter() - plot_start
     timing["total_s"] = time.perf_counter() - start
     metrics["timing"] = {k: round(v, 2) for k, v in timing.items()}
 
     write_metrics_json(metrics, out / "metrics.json")
-    write_working_points(metrics, out / "working_points.py")
-    report = write_report(metrics, plot_list, out)
+    write_quality_cuts(metrics, cfg, out / FILE_NAME)
+    if monitor_plots is None:
+        monitor_plots = sorted((run_dir / "monitor").glob("epoch_*.png"))
+    report = write_report(
+        metrics,
+        plot_list,
+        out,
+        config_text,
+        monitor_plots,
+        cuts_text(metrics, cfg),
+        deployment,
+        run_info,
+    )
     print_summary(metrics)
     print(
-        f"Wrote {report}, metrics.json, working_points.py and {len(plot_list)} plots "
+        f"Wrote {report}, metrics.json, {FILE_NAME} and {len(plot_list)} plots "
         f"in {timing['total_s']:.1f} s"
     )
     return metrics
 
 
-def make_plots(
-    train: pd.DataFrame | None,
-    test: pd.DataFrame,
-    scores: dict[str, np.ndarray],
-    masks: dict[str, np.ndarray],
-    metrics: dict[str, Any],
-    cfg: dict[str, Any],
-    run_dir: Path,
-    out: Path,
-) -> list[dict[str, str]]:
-    from evaluation.plots import make_evaluation_plots
-
-    return make_evaluation_plots(
-        test,
-        scores,
-        masks,
-        metrics,
-        cfg,
-        Path(out) / "plots",
-        train=train,
-        sanitizer=load_sanitizer(run_dir),
-        training_log=read_training_log(run_dir),
-        progress=sys.stderr,
-    )
+def compute_metrics(
+    test: pd.DataFrame, scores: dict[str, np.ndarray], cfg: dict[str, Any], run: str
+) -> dict[str, Any]:
+    """Every number of metrics.json from the scores of the classified test tracks: working
+    points, per-sample metrics with intervals, the dnnQualityCuts.py steps and the verdicts."""
+    labels = test[LABEL].to_numpy().astype(bool)
+    algo = test[cfg["algo_branch"]].to_numpy()
+    masks = sample_masks(test, cfg)
+    codes = event_codes(test)
+    replicas, seed = int(cfg.get("bootstrap_samples", 200)), int(cfg.get("seed", 0))
+    bootstrap = EventBootstrap(codes, len(test), replicas, seed)
+    working_points = derive_working_points(labels, algo, scores, cfg)
+    samples = {
+        name: sample_metrics(labels, algo, scores, working_points, cfg, rows, bootstrap)
+        for name, rows in tqdm(masks.items(), desc="metrics", unit="sample")
+    }
+    metrics: dict[str, Any] = {
+        "run": run,
+        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "test_samples": [name for name in masks if name != ALL],
+        "iterations": list(cfg["iterations"]),
+        "classifiers": list(scores),
+        "notes": [] if codes is not None else ["no event_index: bootstrap over single tracks"],
+        "levels": list(LEVELS),
+        "reference": reference_description(cfg),
+        "definitions": DEFINITIONS,
+        "statistics": {
+            "confidence_level": float(cfg.get("confidence_level", 0.95)),
+            "rate_interval": "Clopper-Pearson",
+            "auc_and_change_interval": "percentile bootstrap",
+            "bootstrap_samples": replicas,
+            "bootstrap_unit": bootstrap.unit,
+            "seed": seed,
+        },
+        "working_points": working_points,
+        "samples": samples,
+    }
+    metrics["quality_cuts"] = quality_cuts_summary(metrics, cfg)
+    kept = [s for s, info in metrics["quality_cuts"]["steps"].items() if not info["derived"]]
+    if kept:
+        metrics["notes"].append(f"{FILE_NAME} keeps the release's cuts for {', '.join(kept)}")
+    metrics["verdicts"] = verdicts(metrics)
+    return metrics

@@ -1,12 +1,14 @@
-"""The numbers of the evaluation: ROC, AUC, efficiencies, fake rates, working points.
+"""The numbers of the evaluation: ROC, AUC, rates, and the cuts that set the working points.
 
-Conventions (those of CMSSW's TrackMVAClassifierBase):
+Conventions: those of CMSSW's TrackMVAClassifierBase, and the tracking-validation vocabulary
+(MultiTrackValidator) that tracking physicists read plots with:
 - scores are mva = 2p - 1 in [-1, 1]; a track passes a cut c when mva > c (strictly);
-- efficiency = fraction of true tracks that pass; fake rate = fraction of fake tracks that pass
-  (the x axis of a ROC curve); fake fraction = fakes among the tracks that pass;
+- efficiency = true tracks kept / true tracks;
+- fake rate = fake tracks among the tracks kept;
+- fake-track acceptance = fake tracks kept / fake tracks (the x axis of a ROC curve);
 - three levels per iteration, [loose, tight, highPurity].
 
-No plotting here; nothing here reads files.
+Cuts are derived in one place, classifier_cuts. No plotting here; nothing here reads files.
 """
 
 from __future__ import annotations
@@ -17,24 +19,21 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from scipy import sparse
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from cmssw.classifiers import step_name
 from cmssw.ntuple import ALGORITHMS
+from evaluation.names import ALL, LEVELS, NEW, REFERENCE
+from evaluation.quality_cuts import release_cuts
+from evaluation.stats import clopper_pearson
 
-LEVELS = ("loose", "tight", "highPurity")
-ALL = "all"  # the key of "all iterations" and of "all test samples combined"
-REFERENCE = "trk_mva"
-NEW = "new_dnn"
+__all__ = ["ALL", "LEVELS", "NEW", "REFERENCE"]
 
 
 def to_mva(probability: np.ndarray) -> np.ndarray:
     """CMSSW's mva = 2p - 1 of a sigmoid output, flattened to 1-D float64."""
     return 2.0 * np.asarray(probability, dtype=np.float64).ravel() - 1.0
-
-
-def cmssw_step_name(iteration: str) -> str:
-    """initialStep -> InitialStep, as the keys of dnnQualityCuts.py are spelt."""
-    return iteration[:1].upper() + iteration[1:]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -47,7 +46,7 @@ def pass_fraction(scores: np.ndarray, cut: float) -> float:
 
 
 def not_classifiable(n_true: int, n_fake: int) -> str | None:
-    """Why a set of tracks has no ROC / AUC / fake rate, or None when it has them."""
+    """Why a set of tracks has no ROC / AUC / comparison, or None when it has them."""
     if n_true == 0 and n_fake == 0:
         return "no tracks"
     if n_fake == 0:
@@ -74,52 +73,71 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
 def roc_points(
     labels: np.ndarray, scores: np.ndarray, max_points: int = 1500
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(fake rate, efficiency) along the ROC curve, thinned to about max_points for plotting.
+    """(fake-track acceptance, efficiency) along the ROC curve, thinned to about max_points.
 
-    The thinning keeps points spread evenly in efficiency and in log(fake rate), so the
-    low-fake-rate end a log axis shows stays detailed.
+    The thinning keeps points spread evenly in efficiency and in log(acceptance), so the
+    low-acceptance end a log axis shows stays detailed.
     """
     labels = np.asarray(labels).astype(bool)
-    fake_rate, efficiency, _ = roc_curve(labels, scores)
-    if len(fake_rate) > max_points:
+    acceptance, efficiency, _ = roc_curve(labels, scores)
+    if len(acceptance) > max_points:
         half = max_points // 2
         by_eff = np.searchsorted(efficiency, np.linspace(0, 1, half))
-        positive = fake_rate[fake_rate > 0]
+        positive = acceptance[acceptance > 0]
         low = positive.min() if positive.size else 1.0
-        by_fake = np.searchsorted(fake_rate, np.geomspace(low, 1.0, half))
-        keep = np.unique(
-            np.clip(
-                np.concatenate([by_eff, by_fake, [0, len(fake_rate) - 1]]), 0, len(fake_rate) - 1
-            )
-        )
-        fake_rate, efficiency = fake_rate[keep], efficiency[keep]
-    return fake_rate, efficiency
+        by_acc = np.searchsorted(acceptance, np.geomspace(low, 1.0, half))
+        last = len(acceptance) - 1
+        keep = np.unique(np.clip(np.concatenate([by_eff, by_acc, [0, last]]), 0, last))
+        acceptance, efficiency = acceptance[keep], efficiency[keep]
+    return acceptance, efficiency
 
 
 def binned_rates(
-    values: np.ndarray, labels: np.ndarray, passed: np.ndarray, edges: np.ndarray
+    values: np.ndarray,
+    labels: np.ndarray,
+    passed: np.ndarray,
+    edges: np.ndarray,
+    confidence: float = 0.95,
 ) -> dict[str, np.ndarray]:
-    """Efficiency and fake rate with binomial errors in bins of values (outside edges: dropped).
+    """Efficiency and fake rate with Clopper-Pearson intervals in bins of values (values
+    outside the edges are dropped).
 
-    passed is a bool array [N] or [N, levels]; the rates get the same trailing shape.
-    Bins without true (fake) tracks give NaN efficiency (fake rate).
+    passed is bool [N] or [N, ...] (e.g. classifiers x levels); the rates get the same
+    trailing shape after the bins. Keys: efficiency, fake_rate, and their "_low"/"_high"
+    interval bounds; counts n_true, true_kept, kept, fake_kept. A bin without true tracks
+    (without kept tracks) has a NaN efficiency (fake rate).
     """
     values = np.asarray(values, dtype=np.float64)
     labels = np.asarray(labels).astype(bool)
     passed = np.asarray(passed, dtype=bool)
+    n_bins = len(edges) - 1
     bins = np.digitize(values, edges) - 1
-    inside = (bins >= 0) & (bins < len(edges) - 1)
-    out: dict[str, np.ndarray] = {}
-    for name, mask in (("efficiency", labels & inside), ("fake_rate", ~labels & inside)):
-        total = np.bincount(bins[mask], minlength=len(edges) - 1).astype(np.float64)
-        shape = (len(edges) - 1,) + passed.shape[1:]
-        kept = np.zeros(shape)
-        np.add.at(kept, bins[mask], passed[mask])
-        denominator = np.where(total > 0, total, np.nan).reshape((-1,) + (1,) * (kept.ndim - 1))
-        rate = kept / denominator
-        out[name] = rate
-        out[f"{name}_error"] = np.sqrt(rate * (1 - rate) / denominator)
-        out[f"n_{'true' if name == 'efficiency' else 'fake'}"] = total
+    inside = (bins >= 0) & (bins < n_bins)
+    flags = passed.reshape(len(values), -1)  # every column of passed counted at once
+
+    def count(mask: np.ndarray) -> np.ndarray:
+        selected = bins[mask]
+        by_bin = sparse.csr_matrix(
+            (np.ones(len(selected)), (selected, np.arange(len(selected)))),
+            shape=(n_bins, len(selected)),
+        )
+        return np.asarray(by_bin @ flags[mask].astype(np.float64))
+
+    n_true = np.bincount(bins[labels & inside], minlength=n_bins).astype(np.float64)
+    true_kept = count(labels & inside)
+    fake_kept = count(~labels & inside)
+    kept = true_kept + fake_kept
+    out = {"true_kept": true_kept, "kept": kept, "fake_kept": fake_kept}
+    for name, k, n in (
+        ("efficiency", true_kept, np.broadcast_to(n_true[:, None], true_kept.shape)),
+        ("fake_rate", fake_kept, kept),
+    ):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[name] = np.where(n > 0, k / n, np.nan)
+        out[f"{name}_low"], out[f"{name}_high"] = clopper_pearson(k, n, confidence)
+    shape = (n_bins, *passed.shape[1:])
+    out = {key: value.reshape(shape) for key, value in out.items()}
+    out["n_true"] = n_true
     return out
 
 
@@ -178,6 +196,32 @@ def ordered(thresholds: Sequence[float], what: str = "thresholds") -> list[float
     return [float(v) for v in fixed]
 
 
+def cuts_at_efficiency(
+    true_scores: np.ndarray, targets: Sequence[float], what: str = "thresholds"
+) -> list[float]:
+    """The cuts at which the true tracks keep each target efficiency: ascending (CMSSW's
+    quality bits nest) and within [-1, 1], the range of mva."""
+    found = [threshold_for_efficiency(true_scores, t) for t in targets]
+    return [min(max(c, -1.0), 1.0) for c in ordered(found, what)]
+
+
+def classifier_cuts(
+    name: str,
+    iteration: str,
+    true_scores: np.ndarray,
+    targets: Sequence[float],
+    cfg: Mapping[str, Any],
+) -> list[float]:
+    """A classifier's cuts [loose, tight, highPurity] for an iteration at the target
+    efficiencies, on the true tracks given: the one place cuts are derived.
+
+    When the targets are trk_mva's efficiencies at the release's cuts, trk_mva's cuts are those
+    cuts themselves."""
+    if name == REFERENCE and not cfg.get("target_efficiencies"):
+        return list(release_cuts(cfg)[step_name(iteration)])
+    return cuts_at_efficiency(true_scores, targets, f"{name} thresholds of {iteration}")
+
+
 def passes(
     scores: np.ndarray, algo: np.ndarray, thresholds: Mapping[int, Sequence[float]]
 ) -> np.ndarray:
@@ -195,21 +239,12 @@ def passes(
 # ---------------------------------------------------------------------------------------------
 # Working points
 # ---------------------------------------------------------------------------------------------
-def reference_cuts_for(iteration: str, cfg: Mapping[str, Any]) -> list[float]:
-    """The trk_mva cuts of an iteration: reference_cuts (either spelling) or the default."""
-    cuts = cfg.get("reference_cuts", {})
-    chosen = cuts.get(iteration, cuts.get(cmssw_step_name(iteration)))
-    if chosen is None:
-        chosen = cfg.get("default_reference_cuts", [-0.5, 0.0, 0.5])
-    if len(chosen) != len(LEVELS):
-        raise ValueError(f"reference cuts of {iteration} must be [loose, tight, highPurity]")
-    return ordered(chosen, f"reference cuts of {iteration}")
-
-
 def target_efficiencies(
     iteration: str, labels: np.ndarray, reference: np.ndarray | None, cfg: Mapping[str, Any]
 ) -> tuple[list[float], str]:
-    """The three efficiencies to match on these tracks, and where they come from."""
+    """The three efficiencies to match on these tracks, and where they come from.
+
+    Raises ValueError (with the reason) when there is nothing to match."""
     targets = list(cfg.get("target_efficiencies") or [])
     if targets:
         if len(targets) != len(LEVELS):
@@ -217,9 +252,19 @@ def target_efficiencies(
         return [float(t) for t in targets], "target_efficiencies"
     if reference is None:
         raise ValueError("no trk_mva column to match: set target_efficiencies in config.py instead")
+    cuts = release_cuts(cfg).get(step_name(iteration))
+    if cuts is None:
+        raise ValueError(f"no release cuts for {step_name(iteration)} to match trk_mva at")
     true_reference = np.asarray(reference)[np.asarray(labels).astype(bool)]
-    cuts = reference_cuts_for(iteration, cfg)
-    return [pass_fraction(true_reference, c) for c in cuts], f"trk_mva > {cuts}"
+    return [pass_fraction(true_reference, c) for c in cuts], f"trk_mva > {list(cuts)}"
+
+
+def reference_description(cfg: Mapping[str, Any]) -> str:
+    """What the working points match, in words."""
+    if cfg.get("target_efficiencies"):
+        return f"the target efficiencies {list(cfg['target_efficiencies'])}"
+    block = cfg.get("working_points_block", "default")
+    return f"trk_mva at the release's cuts ({block} block of dnnQualityCuts.py)"
 
 
 def derive_working_points(
@@ -228,65 +273,42 @@ def derive_working_points(
     scores: Mapping[str, np.ndarray],
     cfg: Mapping[str, Any],
 ) -> dict[str, dict[str, Any]]:
-    """Per iteration: every classifier's thresholds at the reference's true-track efficiency.
+    """Per iteration: every classifier's cuts at the reference's true-track efficiency.
 
-    Derived on the tracks given (the combined test samples). With the default reference the
-    thresholds of trk_mva are its reference cuts themselves. Returns iteration -> entry with
-    status "ok" (targets, source, thresholds {classifier: [c0, c1, c2]}, efficiency and
-    fake_rate {classifier: [...]}, fake_rate_reduction vs trk_mva) or status "n/a" and reason.
+    Derived on the tracks given (the combined test samples). Returns iteration -> entry with
+    cmssw_name, n_true, n_fake, release_cuts, and status "ok" (target_efficiency, source,
+    thresholds {classifier: [c0, c1, c2]}) or status "n/a" and the reason.
     """
     labels = np.asarray(labels).astype(bool)
     reference = scores.get(REFERENCE)
+    release = release_cuts(cfg)
     result: dict[str, dict[str, Any]] = {}
     for iteration in cfg["iterations"]:
         rows = np.asarray(algo) == ALGORITHMS[iteration]
         n_true, n_fake = int(np.count_nonzero(labels & rows)), int(np.count_nonzero(~labels & rows))
         entry: dict[str, Any] = {
-            "cmssw_name": cmssw_step_name(iteration),
+            "cmssw_name": step_name(iteration),
             "n_true": n_true,
             "n_fake": n_fake,
+            "release_cuts": release.get(step_name(iteration)),
         }
         result[iteration] = entry
         if n_true == 0:
             reason = "no tracks" if n_fake == 0 else f"only fake tracks ({n_fake}), no true track"
             entry.update(status="n/a", reason=f"{reason} in the test samples")
             continue
-        ref_rows = None if reference is None else reference[rows]
-        targets, source = target_efficiencies(iteration, labels[rows], ref_rows, cfg)
-        entry.update(
-            status="ok",
-            target_efficiency=targets,
-            source=source,
-            thresholds={},
-            efficiency={},
-            fake_rate={},
-        )
+        try:
+            ref_rows = None if reference is None else reference[rows]
+            targets, source = target_efficiencies(iteration, labels[rows], ref_rows, cfg)
+        except ValueError as error:
+            entry.update(status="n/a", reason=str(error))
+            continue
+        entry.update(status="ok", target_efficiency=targets, source=source, thresholds={})
         for name, values in scores.items():
-            if name == REFERENCE and not cfg.get("target_efficiencies"):
-                cuts = reference_cuts_for(iteration, cfg)
-            else:
-                true_scores = values[rows & labels]
-                cuts = ordered(
-                    [threshold_for_efficiency(true_scores, t) for t in targets],
-                    f"{name} thresholds of {iteration}",
-                )
-            entry["thresholds"][name] = cuts
-            entry["efficiency"][name] = [pass_fraction(values[rows & labels], c) for c in cuts]
-            entry["fake_rate"][name] = (
-                [pass_fraction(values[rows & ~labels], c) for c in cuts] if n_fake else None
+            entry["thresholds"][name] = classifier_cuts(
+                name, iteration, values[rows & labels], targets, cfg
             )
-        entry["fake_rate_reduction"] = _reduction(entry["fake_rate"])
-        if n_fake == 0:
-            entry["note"] = "only true tracks in the test samples: fake rates n/a"
     return result
-
-
-def _reduction(fake_rate: Mapping[str, list[float] | None]) -> list[float | None] | None:
-    """1 - fake(new) / fake(trk_mva) per level: the fraction of fakes the new model removes."""
-    new, ref = fake_rate.get(NEW), fake_rate.get(REFERENCE)
-    if new is None or ref is None:
-        return None
-    return [None if r == 0 else 1.0 - n / r for n, r in zip(new, ref, strict=True)]
 
 
 def thresholds_by_algo(
@@ -300,135 +322,34 @@ def thresholds_by_algo(
     }
 
 
-# ---------------------------------------------------------------------------------------------
-# The metrics of one sample
-# ---------------------------------------------------------------------------------------------
-def sample_metrics(
-    labels: np.ndarray,
-    algo: np.ndarray,
-    scores: Mapping[str, np.ndarray],
-    working_points: Mapping[str, Mapping[str, Any]],
-    cfg: Mapping[str, Any],
+def level_numbers(
+    cuts: Sequence[float] | None,
+    true_kept: Sequence[float],
+    fake_kept: Sequence[float],
+    n_true: int,
+    n_fake: int,
+    confidence: float,
 ) -> dict[str, dict[str, Any]]:
-    """Per iteration (and "all"), per classifier, on one sample's tracks.
-
-    For every classifier: AUC; n_true, n_fake; "working_points": efficiency and fake rate with
-    its thresholds from derive_working_points; "equal_efficiency": its fake rate when its cuts
-    are set on these very tracks to the reference's efficiency on them (the like-for-like
-    comparison). "all" sums the iterations, each with its own cuts, as CMSSW applies them.
-    Entries that cannot be computed are {"status": "n/a", "reason": ...}.
-    """
-    labels = np.asarray(labels).astype(bool)
-    algo = np.asarray(algo)
-    reference = scores.get(REFERENCE)
-    out: dict[str, dict[str, Any]] = {}
-    # Per-iteration counts of passing tracks, summed into "all" afterwards.
-    totals = {name: {key: np.zeros((2, len(LEVELS))) for key in ("wp", "eq")} for name in scores}
-    for iteration in cfg["iterations"]:
-        rows = algo == ALGORITHMS[iteration]
-        y = labels[rows]
-        n_true, n_fake = int(y.sum()), int((~y).sum())
-        reason = not_classifiable(n_true, n_fake)
-        entry: dict[str, Any] = {"n_true": n_true, "n_fake": n_fake}
-        out[iteration] = entry
-        wp = working_points.get(iteration, {"status": "n/a", "reason": "no working point"})
-        targets = None
-        if n_true:
-            ref_rows = None if reference is None else reference[rows]
-            targets = target_efficiencies(iteration, y, ref_rows, cfg)[0]
-        if reason:
-            entry.update(status="n/a", reason=reason)
-        else:
-            entry.update(status="ok", target_efficiency=targets)
-        entry["classifiers"] = {}
-        for name, values in scores.items():
-            s = values[rows]
-            wp_cuts = wp["thresholds"].get(name) if wp["status"] == "ok" else None
-            eq_cuts = _equal_efficiency_cuts(name, iteration, s[y], targets, cfg)
-            # In "all", an iteration without true tracks here keeps its working-point cuts.
-            for key, cuts in (("wp", wp_cuts), ("eq", eq_cuts if eq_cuts else wp_cuts)):
-                if cuts is not None:
-                    totals[name][key] += _pass_counts(s, y, cuts)
-            if reason:
-                entry["classifiers"][name] = not_available(reason, n_true, n_fake)
-                continue
-            entry["classifiers"][name] = {
-                "status": "ok",
-                "auc": float(roc_auc_score(y, s)),
-                "n_true": n_true,
-                "n_fake": n_fake,
-                "working_points": _levels(wp_cuts, _pass_counts(s, y, wp_cuts), n_true, n_fake)
-                if wp_cuts is not None
-                else {"status": "n/a", "reason": f"no working point: {wp.get('reason')}"},
-                "equal_efficiency": _levels(eq_cuts, _pass_counts(s, y, eq_cuts), n_true, n_fake),
-            }
-    out[ALL] = _all_iterations(labels, algo, scores, totals, cfg)
-    return out
-
-
-def _equal_efficiency_cuts(
-    name: str,
-    iteration: str,
-    true_scores: np.ndarray,
-    targets: list[float] | None,
-    cfg: Mapping[str, Any],
-) -> list[float] | None:
-    if targets is None or true_scores.size == 0:
-        return None
-    if name == REFERENCE and not cfg.get("target_efficiencies"):
-        return reference_cuts_for(iteration, cfg)
-    return ordered(
-        [threshold_for_efficiency(true_scores, t) for t in targets],
-        f"{name} thresholds of {iteration}",
-    )
-
-
-def _pass_counts(scores: np.ndarray, labels: np.ndarray, cuts: Sequence[float]) -> np.ndarray:
-    """[[true passing per level], [fake passing per level]]."""
-    passed = scores[:, None] > np.asarray(cuts)[None, :]
-    return np.stack([passed[labels].sum(axis=0), passed[~labels].sum(axis=0)]).astype(float)
-
-
-def _levels(
-    cuts: Sequence[float] | None, counts: np.ndarray, n_true: int, n_fake: int
-) -> dict[str, Any]:
-    result: dict[str, Any] = {}
+    """Per level: the cut, the kept counts, efficiency, fake rate and fake-track acceptance,
+    each with its Clopper-Pearson interval (None where undefined)."""
+    t, f = np.asarray(true_kept, dtype=np.float64), np.asarray(fake_kept, dtype=np.float64)
+    kept = np.stack([t, f, f])  # quantities x levels
+    total = np.stack([np.full_like(t, n_true), t + f, np.full_like(f, n_fake)])
+    low, high = clopper_pearson(kept, total, confidence)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        value = kept / total
+    result: dict[str, dict[str, Any]] = {}
     for i, level in enumerate(LEVELS):
-        kept = counts[0, i] + counts[1, i]
-        result[level] = {
+        numbers: dict[str, Any] = {
             "threshold": None if cuts is None else float(cuts[i]),
-            "efficiency": counts[0, i] / n_true if n_true else None,
-            "fake_rate": counts[1, i] / n_fake if n_fake else None,
-            "fake_fraction": counts[1, i] / kept if kept else None,
+            "true_kept": int(t[i]),
+            "fake_kept": int(f[i]),
         }
+        for q, key in enumerate(("efficiency", "fake_rate", "fake_acceptance")):
+            defined = total[q, i] > 0
+            numbers[key] = float(value[q, i]) if defined else None
+            numbers[f"{key}_interval"] = (
+                [float(low[q, i]), float(high[q, i])] if defined else [None, None]
+            )
+        result[level] = numbers
     return result
-
-
-def _all_iterations(
-    labels: np.ndarray,
-    algo: np.ndarray,
-    scores: Mapping[str, np.ndarray],
-    totals: Mapping[str, Mapping[str, np.ndarray]],
-    cfg: Mapping[str, Any],
-) -> dict[str, Any]:
-    rows = np.isin(algo, [ALGORITHMS[i] for i in cfg["iterations"]])
-    y = labels[rows]
-    n_true, n_fake = int(y.sum()), int((~y).sum())
-    entry: dict[str, Any] = {"n_true": n_true, "n_fake": n_fake, "classifiers": {}}
-    reason = not_classifiable(n_true, n_fake)
-    entry.update({"status": "n/a", "reason": reason} if reason else {"status": "ok"})
-    for name, values in scores.items():
-        if reason:
-            entry["classifiers"][name] = not_available(reason, n_true, n_fake)
-            continue
-        entry["classifiers"][name] = {
-            "status": "ok",
-            "auc": float(roc_auc_score(y, values[rows])),  # one global cut, for a single number
-            "n_true": n_true,
-            "n_fake": n_fake,
-            "working_points": _levels(None, totals[name]["wp"], n_true, n_fake),
-            "equal_efficiency": _levels(None, totals[name]["eq"], n_true, n_fake),
-        }
-    if not reason and REFERENCE in totals:
-        entry["target_efficiency"] = list(totals[REFERENCE]["eq"][0] / n_true)
-    return entry

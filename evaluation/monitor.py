@@ -11,13 +11,12 @@ import keras
 import numpy as np
 import pandas as pd
 
-from cmssw.ntuple import ALGORITHMS
-from evaluation.metrics import NEW, REFERENCE, auc, not_classifiable, to_mva
+from cmssw.ntuple import ALGORITHMS, LABEL
+from evaluation.metrics import auc, not_classifiable, to_mva
+from evaluation.names import NEW, REFERENCE
 from evaluation.plots import roc_grid, score_grid
 from helper_functions import write_atomically
 from network.data import predict
-
-LABEL = "trk_isTrue"
 
 
 class MonitorCallback(keras.callbacks.Callback):

@@ -1,8 +1,10 @@
-"""The evaluation's figures, in CMS style: ROC curves, scores, rates vs pt/eta/dxy, inputs.
+"""The evaluation's figures, in CMS style: ROC curves, scores, input features, training curves.
 
 Figures are built with matplotlib.figure.Figure (no pyplot state, nothing to close, any
-backend) under mplhep's CMS style, and written atomically as PNG. Each function takes the
-numbers it shows and a path, and returns the path; a panel with nothing to show says why.
+backend) under mplhep's CMS style, laid out by matplotlib's constrained layout with legends
+outside the panels, and written atomically as PNG. Each function takes the numbers it shows and
+a path, and returns the path; a panel with nothing to show says why. Empty histogram bins are
+left empty (NaN), not drawn at zero.
 """
 
 from __future__ import annotations
@@ -19,37 +21,64 @@ import mplhep
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
-from tqdm import tqdm
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import LogLocator, MaxNLocator, NullLocator, StrMethodFormatter
 
-from cmssw.ntuple import ALGORITHMS
-from evaluation.metrics import (
-    ALL,
-    LEVELS,
-    NEW,
-    REFERENCE,
-    binned_rates,
-    passes,
-    roc_points,
-    thresholds_by_algo,
-)
+from evaluation.metrics import roc_points
+from evaluation.names import BDT, LEVELS, NEW, REFERENCE, label
 
-DPI = 72  # small PNGs that still read well at the report's width
+DPI = 72  # small PNGs that still read well on a slide and at the report's width
 LEVEL_COLORS = {"loose": "#5790fc", "tight": "#f89c20", "highPurity": "#e42536"}
-FIXED_COLORS = {NEW: "#5790fc", REFERENCE: "black", "bdt": "#e42536"}
+FIXED_COLORS = {NEW: "#5790fc", REFERENCE: "black", BDT: "#e42536"}
 OTHER_COLORS = ["#964a8b", "#f89c20", "#9c9ca1", "#7a21dd", "#2ca02c", "#8c564b"]
 TRUE_COLOR, FAKE_COLOR = "#5790fc", "#e42536"
 PANEL_RC = {
     "font.size": 13,
     "axes.labelsize": 13,
     "axes.titlesize": 13,
-    "legend.fontsize": 10,
+    "legend.fontsize": 11,
     "xtick.labelsize": 11,
     "ytick.labelsize": 11,
     "lines.linewidth": 1.6,
-    "axes.titley": 1.0,  # a fixed title position: placing it automatically costs a layout pass
-    "axes.titlepad": 4.0,
 }
+CMS_LABEL = r"$\mathbf{CMS}$ $\mathit{Simulation\ Internal}$"
+
+# Units of the ntuple's track quantities, for axis labels.
+FEATURE_UNITS = {
+    **dict.fromkeys(
+        [
+            "trk_pt",
+            "trk_px",
+            "trk_py",
+            "trk_pz",
+            "trk_ptErr",
+            *(f"trk_{side}_{c}" for side in ("inner", "outer") for c in ("px", "py", "pz", "pt")),
+        ],
+        "GeV",
+    ),
+    **dict.fromkeys(
+        ["trk_dxy", "trk_dz", "trk_dxyClosestPV", "trk_dzClosestPV", "trk_dxyPV", "trk_dzPV"],
+        "cm",
+    ),
+    **dict.fromkeys(["trk_dxyErr", "trk_dzErr", "trk_dzClosestPVNorm"], "cm"),
+    **dict.fromkeys(["trk_phi", "trk_phiErr", "trk_lambda", "trk_lambdaErr"], "rad"),
+    **dict.fromkeys(
+        [
+            "trk_nPixel",
+            "trk_nStrip",
+            "trk_nValid",
+            "trk_nLost",
+            "trk_nInvalid",
+            "trk_nInnerLost",
+            "trk_nOuterLost",
+            "trk_nInnerInactive",
+            "trk_nOuterInactive",
+        ],
+        "hits",
+    ),
+    **dict.fromkeys(["trk_nLostLay", "trk_nPixelLay", "trk_nStripLay", "trk_n3DLay"], "layers"),
+}  # eta, etaErr, nChi2 (chi2 / ndof) and ndof have no unit
 
 Panel = dict[str, Any]  # title, labels, scores {name: mva}, entry (metrics) or reason
 
@@ -66,8 +95,44 @@ def classifier_colors(names: Sequence[str]) -> dict[str, str]:
     return {name: FIXED_COLORS.get(name) or next(others) for name in names}
 
 
-def label(name: str) -> str:
-    return {NEW: "new DNN", REFERENCE: "trk_mva (RECO)", "bdt": "BDT baseline"}.get(name, name)
+def feature_label(feature: str, suffix: str = "") -> str:
+    """An axis label with the unit: 'trk_pt [GeV]'."""
+    unit = FEATURE_UNITS.get(feature)
+    return f"{feature}{suffix}" + (f" [{unit}]" if unit else "")
+
+
+def grid(n: int, ncols: int, panel: tuple[float, float]) -> tuple[Figure, list[Any]]:
+    """A constrained-layout figure of n panels of about panel inches each, ncols per row."""
+    ncols = max(1, min(ncols, n))
+    nrows = math.ceil(n / ncols)
+    fig = Figure(figsize=(panel[0] * ncols, panel[1] * nrows + 0.9), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, list(axes[:n])
+
+
+def finish(
+    fig: Figure,
+    heading: str,
+    path: Path,
+    legend: tuple[list[Any], list[str]] | None = None,
+    ncols: int = 6,
+) -> Path:
+    """CMS label and heading on top, the shared legend outside the panels (below them), saved."""
+    fig.suptitle(f"{CMS_LABEL}    {heading}", x=0.01, ha="left", fontsize=15)
+    for ax in fig.axes:  # tick artists dominate the time of figures of dozens of panels
+        for axis, limits in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+            axis.set_minor_locator(NullLocator())
+            if axis.get_scale() == "log":  # under two decades, label 1-2-5 too
+                narrow = min(limits) > 0 and max(limits) / min(limits) < 100
+                axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0) if narrow else (1.0,)))
+                axis.set_major_formatter(StrMethodFormatter("{x:g}"))
+            else:
+                axis.set_major_locator(MaxNLocator(nbins=4, steps=[1, 2, 5, 10]))
+    if legend and legend[0]:
+        fig.legend(*legend, loc="outside lower center", ncols=ncols, frameon=False)
+    return save(fig, path)
 
 
 def save(fig: Figure, path: Path) -> Path:
@@ -75,95 +140,12 @@ def save(fig: Figure, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.png")
-    _light_ticks([ax for ax in fig.axes if ax.get_visible() and ax.axison])
     fig.savefig(tmp, format="png", dpi=DPI)
     os.replace(tmp, path)
     return path
 
 
-# Fixed margins in inches instead of constrained layout, which costs as much as the drawing.
-HEADER_IN, LEGEND_IN, LEFT_IN, RIGHT_IN, BOTTOM_IN, WSPACE_IN, HSPACE_IN = (
-    0.5,
-    0.45,
-    0.8,
-    0.2,
-    0.6,
-    0.85,
-    0.9,
-)
-
-
-def _grid(
-    n: int, ncols: int, size: tuple[float, float], legend: bool = False
-) -> tuple[Figure, list[Any]]:
-    """n panels of size inches each (their labels and titles included), ncols per row."""
-    ncols = max(1, min(ncols, n))
-    nrows = math.ceil(n / ncols)
-    top = HEADER_IN + (LEGEND_IN if legend else 0.0)
-    width = size[0] * ncols + LEFT_IN + RIGHT_IN - WSPACE_IN
-    height = size[1] * nrows + top + BOTTOM_IN - HSPACE_IN + 0.35  # 0.35: the top row's title
-    fig = Figure(figsize=(width, height))
-    axes_w, axes_h = size[0] - WSPACE_IN, size[1] - HSPACE_IN
-    grid = fig.add_gridspec(
-        nrows,
-        ncols,
-        left=LEFT_IN / width,
-        right=1 - RIGHT_IN / width,
-        bottom=BOTTOM_IN / height,
-        top=1 - (top + 0.35) / height,
-        wspace=WSPACE_IN / axes_w,
-        hspace=HSPACE_IN / axes_h,
-    )
-    axes = grid.subplots(squeeze=False).ravel()
-    for ax in axes[n:]:
-        ax.set_visible(False)
-    return fig, list(axes[:n])
-
-
-def _header(fig: Figure, heading: str) -> None:
-    """CMS label and what the figure shows, above all panels (panel titles stay free)."""
-    fig.text(
-        0.12 / fig.get_figwidth(),
-        1 - 0.1 / fig.get_figheight(),
-        r"$\mathbf{CMS}$ $\mathit{Simulation\ Internal}$" + f"    {heading}",
-        ha="left",
-        va="top",
-        fontsize=15,
-    )
-
-
-def _figure_legend(fig: Figure, handles: list[Any], names: list[str], ncols: int) -> None:
-    fig.legend(
-        handles,
-        names,
-        loc="upper center",
-        ncols=ncols,
-        frameon=False,
-        bbox_to_anchor=(0.5, 1 - HEADER_IN / fig.get_figheight()),
-    )
-
-
-def _plain_number(value: float, _position: Any = None) -> str:
-    return f"{value:g}"
-
-
-def _light_ticks(axes: Sequence[Any], nbins: int = 5) -> None:
-    """Few ticks and no minor ones: with dozens of panels, tick artists dominate the time."""
-    for ax in axes:
-        for axis in (ax.xaxis, ax.yaxis):
-            axis.set_minor_locator(NullLocator())
-            if axis.get_scale() == "log":
-                low, high = sorted(axis.get_view_interval())
-                narrow = low > 0 and high / low < 30  # under ~1.5 decades: label 1, 2, 5 too
-                axis.set_major_locator(
-                    LogLocator(subs=(1.0, 2.0, 5.0) if narrow else (1.0,), numticks=nbins)
-                )
-                axis.set_major_formatter(FuncFormatter(_plain_number))  # mathtext is slow
-            else:
-                axis.set_major_locator(MaxNLocator(nbins, steps=[1, 2, 2.5, 5, 10]))
-
-
-def _not_available(ax: Any, title: str, reason: str) -> None:
+def not_available(ax: Any, title: str, reason: str) -> None:
     ax.set_title(title, loc="left")
     ax.text(
         0.5,
@@ -178,41 +160,60 @@ def _not_available(ax: Any, title: str, reason: str) -> None:
     ax.axis("off")
 
 
+def histogram(values: np.ndarray, bins: np.ndarray, density: bool = True) -> np.ndarray:
+    """Counts (or density) per bin, NaN where a bin is empty: drawn as a gap, not a zero."""
+    counts, _ = np.histogram(values, bins)
+    scale = counts.sum() * np.diff(bins) if density else np.ones(len(counts))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, counts / scale, np.nan)
+
+
 # ---------------------------------------------------------------------------------------------
 # ROC curves and scores
 # ---------------------------------------------------------------------------------------------
-def roc_grid(panels: Sequence[Panel], path: Path, heading: str, ncols: int = 4) -> Path:
-    """One ROC panel per entry: efficiency vs fake rate (log), AUC in the legend, and the
-    working points of each classifier as markers."""
-    with cms_style():
-        fig, axes = _grid(len(panels), ncols, (4.6, 4.2))
+def roc_grid(panels: Sequence[Panel], path: Path, heading: str, ncols: int = 3) -> Path:
+    """One ROC panel per entry: efficiency vs fake-track acceptance (log), each classifier's
+    working points as open markers, its AUC in the panel's legend (right of the panel); the
+    figure's legend names the classifiers."""
+    with cms_style({"legend.fontsize": 10, "legend.title_fontsize": 10}):
+        fig, axes = grid(len(panels), ncols, (5.4, 3.8))
+        names: list[str] = []
         for ax, panel in zip(axes, panels, strict=True):
-            _roc_panel(ax, panel)
-        _header(fig, heading)
-        return save(fig, path)
+            names += [n for n in _roc_panel(ax, panel) if n not in names]
+        colors = classifier_colors(names)
+        handles = [Line2D([], [], color=colors[n], linestyle=_roc_style(n)) for n in names]
+        handles.append(
+            Line2D([], [], marker="o", color="0.3", markerfacecolor="white", linestyle="")
+        )
+        labels = [label(n) for n in names] + ["working points (loose, tight, HP)"]
+        return finish(fig, heading, path, (handles, labels), ncols=len(labels))
 
 
-def _roc_panel(ax: Any, panel: Panel) -> None:
+def _roc_style(name: str) -> str:
+    return "--" if name == REFERENCE else "-"
+
+
+def _roc_panel(ax: Any, panel: Panel) -> list[str]:
+    """Draw one panel; returns the classifiers drawn."""
     entry = panel.get("entry") or {}
     reason = panel.get("reason") or entry.get("reason")
     if reason:
-        _not_available(ax, panel["title"], reason)
-        return
+        not_available(ax, panel["title"], reason)
+        return []
     labels = np.asarray(panel["labels"]).astype(bool)
     colors = classifier_colors(list(panel["scores"]))
     curves = {name: roc_points(labels, scores) for name, scores in panel["scores"].items()}
     bottom = _roc_bottom(entry)
-    for name, (fake, eff) in curves.items():
+    for name, (acceptance, eff) in curves.items():
         info = entry.get("classifiers", {}).get(name, {})
-        auc_text = f" (AUC {info['auc']:.3f})" if "auc" in info else ""
-        style = "--" if name == REFERENCE else "-"
-        ax.plot(fake, eff, style, color=colors[name], label=label(name) + auc_text)
+        auc_text = f"{info['auc']:.3f}" if "auc" in info else "n/a"
+        ax.plot(acceptance, eff, _roc_style(name), color=colors[name], label=auc_text)
         wps = info.get("working_points", {})
         points = [wps[lv] for lv in LEVELS if isinstance(wps.get(lv), dict)]
-        points = [p for p in points if p.get("fake_rate") and p.get("efficiency") is not None]
+        points = [p for p in points if p.get("fake_acceptance") and p.get("efficiency")]
         if points:
             ax.plot(
-                [p["fake_rate"] for p in points],
+                [p["fake_acceptance"] for p in points],
                 [p["efficiency"] for p in points],
                 "o",
                 color=colors[name],
@@ -220,23 +221,17 @@ def _roc_panel(ax: Any, panel: Panel) -> None:
                 markerfacecolor="white",
             )
     n_fake = int((~labels).sum())
-    # x from the smallest fake rate any curve has inside the shown efficiency range.
-    shown = [f[(e >= bottom) & (f > 0)] for f, e in curves.values()]
+    # x from the smallest acceptance any curve has inside the shown efficiency range.
+    shown = [a[(e >= bottom) & (a > 0)] for a, e in curves.values()]
     low = min((x.min() for x in shown if x.size), default=1.0)
     ax.set_xscale("log")
     ax.set_xlim(max(low / 2, 0.5 / max(n_fake, 1), 1e-6), 1.0)
     ax.set_ylim(bottom, 1.0 + 0.02 * (1.0 - bottom))
-    ax.set_xlabel("fake rate (fake tracks kept)")
-    ax.set_ylabel("true-track efficiency")
+    ax.set_xlabel("fake-track acceptance")
+    ax.set_ylabel("efficiency")
     ax.set_title(f"{panel['title']}  ({int(labels.sum())} true, {n_fake} fake)", loc="left")
-    ax.legend(
-        loc="lower right",
-        frameon=True,
-        facecolor="white",
-        framealpha=0.8,
-        edgecolor="none",
-        fontsize=9,
-    )
+    ax.legend(title="AUC", loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    return list(curves)
 
 
 def _roc_bottom(entry: Mapping[str, Any]) -> float:
@@ -254,183 +249,52 @@ def _roc_bottom(entry: Mapping[str, Any]) -> float:
 
 
 def score_grid(panels: Sequence[Panel], path: Path, heading: str, ncols: int = 4) -> Path:
-    """mva distributions of true and fake tracks: the new DNN filled, trk_mva dashed; vertical
-    lines at the new model's working points."""
+    """mva distributions of true and fake tracks: one classifier filled (the new DNN unless
+    the panel names another), trk_mva dashed over it; dotted lines at the new model's cuts."""
     bins = np.linspace(-1.0, 1.0, 41)
     with cms_style():
-        fig, axes = _grid(len(panels), ncols, (4.6, 3.8))
+        fig, axes = grid(len(panels), ncols, (4.6, 3.6))
         for ax, panel in zip(axes, panels, strict=True):
-            labels = np.asarray(panel.get("labels", []), dtype=bool)
-            if not labels.size:  # one class alone still has a distribution worth seeing
-                _not_available(ax, panel["title"], panel.get("reason") or "no tracks")
-                continue
-            if panel.get("reason"):
-                ax.text(
-                    0.03, 0.75, panel["reason"], transform=ax.transAxes, fontsize=9, color="0.35"
+            _score_panel(ax, panel, bins)
+        handles = [
+            Patch(color=TRUE_COLOR, alpha=0.35, label="true tracks"),
+            Patch(color=FAKE_COLOR, alpha=0.35, label="fake tracks"),
+            Line2D([], [], color="0.3", linestyle="--", label=f"{label(REFERENCE)} (dashed)"),
+            *(
+                Line2D([], [], color=c, linestyle=":", label=f"new DNN cut, {lv}")
+                for lv, c in LEVEL_COLORS.items()
+            ),
+        ]
+        return finish(fig, heading, path, (handles, [h.get_label() for h in handles]))
+
+
+def _score_panel(ax: Any, panel: Panel, bins: np.ndarray) -> None:
+    labels = np.asarray(panel.get("labels", []), dtype=bool)
+    if not labels.size:  # one class alone still has a distribution worth seeing
+        not_available(ax, panel["title"], panel.get("reason") or "no tracks")
+        return
+    if panel.get("reason"):
+        ax.set_title(panel["reason"], loc="right", fontsize=9, color="0.35")
+    for name, scores in panel["scores"].items():
+        filled = name == panel.get("filled", NEW)
+        for mask, color in ((labels, TRUE_COLOR), (~labels, FAKE_COLOR)):
+            if mask.any():
+                density = histogram(np.clip(scores[mask], -1, 1), bins)
+                ax.stairs(
+                    density,
+                    bins,
+                    color=color,
+                    fill=filled,
+                    alpha=0.35 if filled else 1,
+                    linestyle="-" if filled else "--",
                 )
-            short = len(panel["scores"]) > 1
-            for name, scores in panel["scores"].items():
-                filled = name == panel.get("filled", NEW)
-                for mask, color, kind in (
-                    (labels, TRUE_COLOR, "true"),
-                    (~labels, FAKE_COLOR, "fake"),
-                ):
-                    if not mask.any():
-                        continue
-                    counts, _ = np.histogram(np.clip(scores[mask], -1, 1), bins, density=True)
-                    ax.stairs(
-                        counts,
-                        bins,
-                        color=color,
-                        fill=filled,
-                        alpha=0.35 if filled else 1,
-                        linestyle="-" if filled else "--",
-                        label=f"{label(name).split(' (')[0]} {kind}" if short else kind,
-                    )
-            for level, cut in zip(LEVELS, panel.get("cuts") or [], strict=False):
-                ax.axvline(cut, color=LEVEL_COLORS[level], linewidth=1.2, linestyle=":")
-            ax.set_yscale("log")
-            low, high = ax.get_ylim()
-            ax.set_ylim(low, high * 30)  # headroom for the legend
-            ax.set_xlim(-1, 1)
-            ax.set_xlabel("mva = 2p - 1")
-            ax.set_ylabel("tracks (normalised)")
-            ax.set_title(panel["title"], loc="left")
-            ax.legend(loc="upper center", frameon=False, ncols=2)
-        _header(fig, heading)
-        return save(fig, path)
-
-
-# ---------------------------------------------------------------------------------------------
-# Efficiency and fake rate vs pt, eta, dxy
-# ---------------------------------------------------------------------------------------------
-VARIABLES = {  # column, axis label, how it is binned
-    "pt": ("trk_pt", r"$p_T$ [GeV]", "log"),
-    "eta": ("trk_eta", r"$\eta$", "linear"),
-    "dxy": ("trk_dxy", r"$|d_{xy}|$ (beam spot) [cm]", "abslog"),
-}
-
-
-def variable_bins(values: np.ndarray, kind: str, n: int = 20) -> np.ndarray:
-    """Bin edges over the bulk (0.1 %-99.9 %) of values: log-spaced for pt and |dxy|, linear
-    and symmetric for eta."""
-    values = np.asarray(values, dtype=np.float64)
-    values = values[np.isfinite(values)]
-    if kind == "abslog":
-        values = np.abs(values)
-    if values.size == 0:
-        return np.linspace(0, 1, n + 1)
-    if kind == "linear":
-        edge = float(np.quantile(np.abs(values), 0.999)) or 1.0
-        edge = math.ceil(edge * 10) / 10
-        return np.linspace(-edge, edge, n + 1)
-    positive = values[values > 0]
-    if positive.size == 0:
-        return np.geomspace(1e-4, 1, n + 1)
-    low, high = np.quantile(positive, [0.001, 0.999])
-    low = max(low, 1e-4 if kind == "abslog" else 1e-2)
-    high = max(high, low * 10)
-    return np.geomspace(low, high, n + 1)
-
-
-def _rate_axes(ax: Any, kind: str, xlabel: str, ylabel: str) -> None:
-    if kind in ("log", "abslog"):
-        ax.set_xscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-
-
-def _draw_rates(
-    ax: Any,
-    values: np.ndarray,
-    labels: np.ndarray,
-    passed: Mapping[str, np.ndarray],
-    edges: np.ndarray,
-    which: str,
-) -> float:
-    """Draw the curves; returns the lowest point drawn (error bars included)."""
-    centers = np.sqrt(edges[:-1] * edges[1:]) if edges[0] > 0 else 0.5 * (edges[:-1] + edges[1:])
-    lowest = 1.0
-    for name, flags in passed.items():
-        rates = binned_rates(values, labels, flags, edges)
-        for i, level in enumerate(LEVELS):
-            reference = name == REFERENCE
-            y, error = rates[which][:, i], rates[f"{which}_error"][:, i]
-            color = LEVEL_COLORS[level]
-            ax.plot(
-                centers,
-                y,
-                color=color,
-                marker="s" if reference else "o",
-                markersize=3.5,
-                linestyle="--" if reference else "-",
-                linewidth=1.1,
-                markerfacecolor="white" if reference else color,
-                label=f"{label(name)} {level}",
-            )
-            # All error bars of a curve as one line broken by NaN: errorbar() makes an artist
-            # per call and costs 10x more with dozens of panels.
-            nan = np.full_like(y, np.nan)
-            bars_x = np.stack([centers, centers, nan], axis=1).ravel()
-            bars_y = np.stack([y - error, y + error, nan], axis=1).ravel()
-            ax.plot(bars_x, bars_y, color=color, linewidth=0.8)
-            lowest = min(lowest, float(np.nanmin(y - error, initial=1.0)))
-    return max(lowest, 0.0)
-
-
-def rates_figure(
-    rows: Sequence[Panel], edges: Mapping[str, np.ndarray], path: Path, heading: str
-) -> Path:
-    """Efficiency and fake rate vs pt, eta and |dxy| at the working points.
-
-    rows: one entry per figure row: title, labels, columns {name: trk_pt/trk_eta/trk_dxy},
-    passed {classifier: bool [N, 3]}, or reason. Each row has 6 panels: efficiency vs the three
-    variables, then fake rate vs them. The new DNN is solid, trk_mva dashed/open, one color per
-    level.
-    """
-    ncols = 3 if len(rows) == 1 else 6  # one row: efficiency above, fake rate below
-    with cms_style({"font.size": 11, "axes.labelsize": 11, "legend.fontsize": 9}):
-        fig, axes = _grid(len(rows) * 6, ncols, (4.2, 3.4) if ncols == 3 else (3.6, 3.0), True)
-        for r, row in enumerate(rows):
-            row_axes = axes[6 * r : 6 * r + 6]
-            if row.get("reason"):
-                _not_available(row_axes[0], row["title"], row["reason"])
-                for ax in row_axes[1:]:
-                    ax.set_visible(False)
-                continue
-            labels = np.asarray(row["labels"]).astype(bool)
-            for c, (which, ylabel) in enumerate(
-                (("efficiency", "efficiency"), ("fake_rate", "fake rate"))
-            ):
-                for v, (var, (column, xlabel, kind)) in enumerate(VARIABLES.items()):
-                    ax = row_axes[3 * c + v]
-                    values = row["columns"][column]
-                    values = np.abs(values) if kind == "abslog" else values
-                    lowest = 0.0
-                    if (labels if which == "efficiency" else ~labels).any():
-                        lowest = _draw_rates(ax, values, labels, row["passed"], edges[var], which)
-                    else:
-                        ax.text(
-                            0.5,
-                            0.5,
-                            "n/a: no " + ("true" if c == 0 else "fake") + " track",
-                            ha="center",
-                            transform=ax.transAxes,
-                            color="0.35",
-                        )
-                    _rate_axes(ax, kind, xlabel, ylabel)
-                    if which == "efficiency":  # start near the lowest point: they sit near 1
-                        bottom = max(0.0, math.floor((lowest - 0.05) * 20) / 20)
-                        ax.set_ylim(bottom, 1.0 + 0.05 * (1.0 - bottom))
-                    else:
-                        ax.set_ylim(bottom=0)
-                    ax.set_title(row["title"], loc="left", fontsize=10)
-        first = next((ax for ax in axes if ax.get_legend_handles_labels()[0]), None)
-        if first is not None:
-            handles, names = first.get_legend_handles_labels()
-            _figure_legend(fig, handles, names, 6)
-        _header(fig, heading)
-        return save(fig, path)
+    for level, cut in zip(LEVELS, panel.get("cuts") or [], strict=False):
+        ax.axvline(cut, color=LEVEL_COLORS[level], linewidth=1.2, linestyle=":")
+    ax.set_yscale("log")
+    ax.set_xlim(-1, 1)
+    ax.set_xlabel("mva = 2p - 1")
+    ax.set_ylabel("tracks (normalised)")
+    ax.set_title(panel["title"], loc="left")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -466,16 +330,9 @@ def features_grid(
     over [-1, 1], with the fraction sitting on a clip edge printed (a sign of bad bounds when
     large).
     """
-    with cms_style(
-        {
-            "font.size": 10,
-            "axes.labelsize": 10,
-            "legend.fontsize": 8,
-            "xtick.labelsize": 8,
-            "ytick.labelsize": 8,
-        }
-    ):
-        fig, axes = _grid(len(names), 6, (3.1, 2.6), legend=True)
+    small = {"font.size": 10, "axes.labelsize": 10, "xtick.labelsize": 8, "ytick.labelsize": 8}
+    with cms_style(small):
+        fig, axes = grid(len(names), 6, (3.1, 2.5))
         first_group = next(iter(groups))
         for j, (ax, feature) in enumerate(zip(axes, names, strict=True)):
             reference = groups[first_group][0][:, j]
@@ -483,53 +340,44 @@ def features_grid(
                 bins, logx = np.linspace(-1.05, 1.05, 43), False
             else:
                 bins, logx = _raw_bins(reference)
-            notes = []
             for g, (group, (x, labels)) in enumerate(groups.items()):
-                column = x[:, j]
                 labels = np.asarray(labels).astype(bool)
                 for mask, color, kind in (
                     (labels, TRUE_COLOR, "true"),
                     (~labels, FAKE_COLOR, "fake"),
                 ):
-                    values = column[mask]
-                    if values.size == 0:
-                        continue
-                    counts, _ = np.histogram(values, bins)
-                    total = max(values.size, 1)
-                    ax.stairs(
-                        counts / total,
-                        bins,
-                        color=color,
-                        fill=g == 0,
-                        alpha=0.3 if g == 0 else 1,
-                        linestyle="-" if g == 0 else "--",
-                        label=f"{group} {kind}",
-                    )
-                if g == 0:
-                    if sanitized:  # a big pile at +-1 means bounds that clip the bulk
-                        low, high = np.mean(column <= -1 + 1e-6), np.mean(column >= 1 - 1e-6)
-                        notes.append(f"at -1: {low:.1%}\nat +1: {high:.1%}")
-                    else:
-                        outside = np.mean(~((column >= bins[0]) & (column <= bins[-1])))
-                        notes.append(f"outside: {outside:.1%}")
-            if logx:
-                ax.set_xscale("log")
-            ax.set_yscale("log")
-            ax.set_xlabel(feature + (" (sanitized)" if sanitized else ""))
+                    if mask.any():
+                        ax.stairs(
+                            histogram(x[mask, j], bins, density=False) / mask.sum(),
+                            bins,
+                            color=color,
+                            fill=g == 0,
+                            alpha=0.3 if g == 0 else 1,
+                            linestyle="-" if g == 0 else "--",
+                            label=f"{group} {kind}",
+                        )
+            if sanitized:  # a big pile at +-1 means bounds that clip the bulk
+                low, high = np.mean(reference <= -1 + 1e-6), np.mean(reference >= 1 - 1e-6)
+                note = f"at -1: {low:.1%}\nat +1: {high:.1%}"
+            else:
+                inside = (reference >= bins[0]) & (reference <= bins[-1])
+                note = f"outside: {np.mean(~inside):.1%}"
             ax.text(
                 0.98,
                 0.95,
-                "\n".join(notes),
+                note,
                 ha="right",
                 va="top",
                 transform=ax.transAxes,
                 fontsize=8,
                 color="0.3",
             )
-        handles, names_ = axes[0].get_legend_handles_labels()
-        _figure_legend(fig, handles, names_, 4)
-        _header(fig, heading)
-        return save(fig, path)
+            if logx:
+                ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlabel(f"{feature} (scaled)" if sanitized else feature_label(feature))
+            ax.set_ylabel("fraction of tracks")
+        return finish(fig, heading, path, axes[0].get_legend_handles_labels(), ncols=4)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -542,12 +390,12 @@ def training_curves(log: pd.DataFrame, path: Path, heading: str = "training") ->
     n = len(metrics) + (lr_column is not None)
     epochs = log["epoch"].to_numpy() + 1 if "epoch" in log.columns else np.arange(1, len(log) + 1)
     with cms_style():
-        fig, axes = _grid(max(n, 1), 3, (5.2, 4.2))
+        fig, axes = grid(max(n, 1), 3, (5.2, 4.0))
         for ax, metric in zip(axes, metrics, strict=False):
             for column, style, name in (
                 (metric, "-o", "training"),
                 (f"val_{metric}", "--s", "validation"),
-            ):
+            ):  # noqa: E501
                 if column in log.columns:
                     ax.plot(epochs, log[column], style, markersize=3, label=name)
             if "val_loss" in log.columns and len(log):
@@ -555,215 +403,10 @@ def training_curves(log: pd.DataFrame, path: Path, heading: str = "training") ->
                 ax.axvline(epochs[best], color="0.6", linestyle=":", label="best val_loss")
             ax.set_xlabel("epoch")
             ax.set_ylabel(metric)
-            ax.legend(frameon=False)
         if lr_column is not None:
             ax = axes[len(metrics)]
             ax.plot(epochs, log[lr_column], "-o", markersize=3, color="0.3")
             ax.set_yscale("log")
             ax.set_xlabel("epoch")
             ax.set_ylabel("learning rate")
-        _header(fig, heading)
-        return save(fig, path)
-
-
-# ---------------------------------------------------------------------------------------------
-# The evaluation's set of figures
-# ---------------------------------------------------------------------------------------------
-def file_safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-
-
-def make_evaluation_plots(
-    test: pd.DataFrame,
-    scores: Mapping[str, np.ndarray],
-    masks: Mapping[str, np.ndarray],
-    metrics: Mapping[str, Any],
-    cfg: Mapping[str, Any],
-    plots_dir: Path,
-    train: pd.DataFrame | None = None,
-    sanitizer: Any = None,
-    training_log: pd.DataFrame | None = None,
-    progress: Any = None,
-) -> list[dict[str, str]]:
-    """Every PNG of the report; returns [{section, title, file}] with file relative to the
-    run folder. masks: {sample name or "all": bool row mask of test}."""
-    plots_dir = Path(plots_dir)
-    labels = test["trk_isTrue"].to_numpy().astype(bool)
-    algo = test[cfg["algo_branch"]].to_numpy()
-    wps = metrics["working_points"]
-    present = [it for it in cfg["iterations"] if wps[it]["n_true"] + wps[it]["n_fake"] > 0]
-    edges = {
-        var: variable_bins(test[col].to_numpy(), kind)
-        for var, (col, _, kind) in VARIABLES.items()
-        if col in test.columns
-    }
-    can_rate = len(edges) == len(VARIABLES)
-    cut_sets = {name: thresholds_by_algo(wps, name) for name in (NEW, REFERENCE) if name in scores}
-    passed = {name: passes(scores[name], algo, cuts) for name, cuts in cut_sets.items()}
-    out: list[dict[str, str]] = []
-
-    def add(section: str, title: str, path: Path) -> None:
-        out.append(
-            {"section": section, "title": title, "file": f"{plots_dir.name}/{Path(path).name}"}
-        )
-
-    # A sample without any track has only its n/a row in the tables: no empty figures.
-    jobs = [(s, kind) for s, m in masks.items() if m.any() for kind in ("roc", "scores", "rates")]
-    jobs += [(ALL, "rates_by_iteration"), (None, "features"), (None, "training")]
-    for sample, kind in tqdm(jobs, desc="plots", unit="figure", file=progress):
-        if kind == "features":
-            for path, title in _feature_plots(test, train, cfg, plots_dir, sanitizer):
-                add("inputs", title, path)
-            continue
-        if kind == "training":
-            if training_log is not None and len(training_log):
-                add(
-                    "training",
-                    "Training curves",
-                    training_curves(training_log, plots_dir / "training_curves.png"),
-                )
-            continue
-        rows = masks[sample]
-        entries = metrics["samples"][sample]
-        name = "all test samples" if sample == ALL else sample
-        tag = file_safe(sample)
-        panels = []
-        for iteration in [ALL, *present]:
-            it_rows = rows if iteration == ALL else rows & (algo == ALGORITHMS[iteration])
-            panels.append(
-                {
-                    "title": "all iterations" if iteration == ALL else iteration,
-                    "labels": labels[it_rows],
-                    "scores": {n: s[it_rows] for n, s in scores.items()},
-                    "entry": entries[iteration],
-                    "reason": entries[iteration].get("reason"),
-                    "cuts": wps[iteration]["thresholds"].get(NEW)
-                    if iteration != ALL and wps[iteration]["status"] == "ok"
-                    else None,
-                }
-            )
-        if kind == "roc":
-            add(
-                name,
-                f"ROC curves, {name}",
-                roc_grid(panels, plots_dir / f"roc_{tag}.png", f"ROC: {name}"),
-            )
-        elif kind == "scores":
-            first = panels[0]
-            overview = [
-                {
-                    "title": f"{label(n)}, all iterations",
-                    "labels": first["labels"],
-                    "scores": {n: first["scores"][n]},
-                    "filled": n,
-                    "reason": first["reason"],
-                }
-                for n in scores
-            ]
-            detail = [
-                dict(p, scores={n: p["scores"][n] for n in (NEW, REFERENCE) if n in p["scores"]})
-                for p in panels[1:]
-            ]
-            add(
-                name,
-                f"Score distributions, {name}",
-                score_grid(
-                    overview + detail,
-                    plots_dir / f"scores_{tag}.png",
-                    f"mva of true and fake tracks: {name}",
-                ),
-            )
-        elif kind == "rates" and can_rate:
-            row = _rate_row("all iterations", test, rows, labels, passed, entries[ALL])
-            add(
-                name,
-                f"Efficiency and fake rate at the working points, {name}",
-                rates_figure(
-                    [row], edges, plots_dir / f"rates_{tag}.png", f"at the working points: {name}"
-                ),
-            )
-        elif kind == "rates_by_iteration" and can_rate:
-            rate_rows = [
-                _rate_row(it, test, rows & (algo == ALGORITHMS[it]), labels, passed, entries[it])
-                for it in present
-            ]
-            if rate_rows:
-                add(
-                    name,
-                    f"Efficiency and fake rate per iteration, {name}",
-                    rates_figure(
-                        rate_rows,
-                        edges,
-                        plots_dir / "rates_by_iteration.png",
-                        f"at the working points, per iteration: {name}",
-                    ),
-                )
-    return out
-
-
-def _rate_row(
-    title: str,
-    test: pd.DataFrame,
-    rows: np.ndarray,
-    labels: np.ndarray,
-    passed: Mapping[str, np.ndarray],
-    entry: Mapping[str, Any],
-) -> Panel:
-    if not rows.any():
-        return {"title": title, "reason": entry.get("reason") or "no tracks"}
-    return {
-        "title": title,
-        "labels": labels[rows],
-        "columns": {col: test[col].to_numpy()[rows] for col, _, _ in VARIABLES.values()},
-        "passed": {name: flags[rows] for name, flags in passed.items()},
-    }
-
-
-def _feature_plots(
-    test: pd.DataFrame,
-    train: pd.DataFrame | None,
-    cfg: Mapping[str, Any],
-    plots_dir: Path,
-    sanitizer: Any,
-    max_tracks: int = 50_000,
-) -> list[tuple[Path, str]]:
-    rng = np.random.default_rng(cfg.get("seed", 0))
-    groups: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for group, df in (("test", test), ("training", train)):
-        if df is None or len(df) == 0:
-            continue
-        rows = np.sort(rng.choice(len(df), min(len(df), max_tracks), replace=False))
-        groups[group] = (
-            df[cfg["features"]].to_numpy(np.float32)[rows],
-            df["trk_isTrue"].to_numpy()[rows],
-        )
-    if not groups:
-        return []
-    features = list(cfg["features"])
-    made = [
-        (
-            features_grid(
-                features,
-                groups,
-                plots_dir / "features_raw.png",
-                "input features, raw",
-                sanitized=False,
-            ),
-            "Input features, raw",
-        )
-    ]
-    if sanitizer is not None:
-        cleaned = {g: (np.asarray(sanitizer(x)), y) for g, (x, y) in groups.items()}
-        made.append(
-            (
-                features_grid(
-                    features,
-                    cleaned,
-                    plots_dir / "features_sanitized.png",
-                    "input features after the InputSanitizerLayer",
-                    sanitized=True,
-                ),
-                "Input features after the sanitizer",
-            )
-        )
-    return made
+        return finish(fig, heading, path, axes[0].get_legend_handles_labels(), ncols=3)

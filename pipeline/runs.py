@@ -104,6 +104,27 @@ def stages_done(run_dir: Path) -> set[str]:
     return {e["stage"] for e in events if e["event"] == "stage done"}
 
 
+def run_summary(run_dir: Path) -> dict[str, Any]:
+    """What the report says about how the run came about: its parent, whether its training was
+    resumed or stopped early (from its history)."""
+    events = history(run_dir)
+    created = next((e for e in events if e["event"] == "created"), {})
+    trained = [e for e in events if e["event"] == "stage done" and e["stage"] == "train"]
+    summary: dict[str, Any] = {}
+    if created.get("parent"):
+        summary["parent_run"] = created["parent"]
+    if trained:
+        last = trained[-1]
+        if last.get("resumed_from"):
+            epoch, batch = last["resumed_from"]
+            summary["resumed_from_epoch"] = (
+                epoch + 1 if not batch else f"{epoch + 1}, batch {batch}"
+            )
+        if last.get("stopped_early"):
+            summary["stopped_early_at_epoch"] = last.get("epochs")
+    return summary
+
+
 def status(run_dir: Path) -> str:
     """finished, failed, interrupted or running, from the last events of the history."""
     for event in reversed(history(run_dir)):

@@ -28,8 +28,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from cmssw.classifiers import LWTNN_INPUTS, deploy_target_mismatch
-from cmssw.ntuple import ALGORITHMS, LABEL_BRANCHES
+from cmssw.classifiers import LWTNN_INPUTS, deploy_target_mismatch, step_name
+from cmssw.ntuple import ALGORITHMS, DNN_ITERATIONS, LABEL_BRANCHES
+from pipeline.files import write_new_file
 
 CONFIG_FILE = Path(__file__).resolve().parents[1] / "config.py"
 STAGES = ("all", "load", "balance", "train", "freeze", "evaluate")
@@ -267,17 +268,20 @@ def read_config_file(path: Path, defaults: dict[str, Any]) -> dict[str, Any]:
     return settings
 
 
-def write_config(cfg: dict[str, Any], path: Path, header: str = "") -> None:
-    """Write the settings as a file that --config reads back, never over an existing one."""
-    from helper_functions import write_new_file
-
+def settings_text(cfg: dict[str, Any], header: str = "") -> str:
+    """The settings as the text of a file that --config reads back."""
     doc = header or "Effective settings of this run: python main.py --config <this file>."
     lines = [f'"""{doc}"""', ""]
     lines += [
         f"{name} = {pprint.pformat(value, width=100, sort_dicts=False)}"
         for name, value in cfg.items()
     ]
-    write_new_file(path, "\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
+
+
+def write_config(cfg: dict[str, Any], path: Path, header: str = "") -> None:
+    """Write the settings as a file that --config reads back, never over an existing one."""
+    write_new_file(path, settings_text(cfg, header))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -359,8 +363,11 @@ class _Schema(BaseModel):
     freeze_check_tracks: Positive
     freeze_tolerance: Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
     compare_graphs: dict[str, str]
+    working_points_block: Literal["default", "trackdnn_CKF"]
     reference_cuts: dict[str, Cuts]
-    default_reference_cuts: Cuts
+    reference_cuts_trackdnn_CKF: dict[str, Cuts]
+    confidence_level: Annotated[float, Field(ge=0.5, lt=1.0)]
+    bootstrap_samples: Annotated[int, Field(ge=20)]
     target_efficiencies: Annotated[list[Annotated[float, Field(gt=0.0, le=1.0)]],
                                    BeforeValidator(_as_list)]  # fmt: skip
     train_bdt: bool
@@ -564,10 +571,19 @@ def _check_evaluation(cfg: dict[str, Any]) -> Problem:
     if targets and (len(targets) != 3 or sorted(targets, reverse=True) != list(targets)):
         return ("target_efficiencies", "should be [] or 3 efficiencies [loose, tight, highPurity] "
                 "from high to low", "[0.99, 0.97, 0.93]")  # fmt: skip
-    for step, cuts in cfg["reference_cuts"].items():
-        if sorted(cuts) != list(cuts):
-            return ("reference_cuts", f"{step}: cuts {cuts} should ascend (loose <= tight <= "
-                    "highPurity)", "[-0.35, 0.1, 0.28]")  # fmt: skip
+    steps = {step_name(name) for name in ALGORITHMS if name != "algoSize"}
+    for setting in ("reference_cuts", "reference_cuts_trackdnn_CKF"):
+        for step, cuts in cfg[setting].items():
+            if step not in steps:
+                return (setting, f"names {step!r}, which is no CMSSW step name"
+                        f"{_suggest(step_name(step), steps)}", "'InitialStep'")  # fmt: skip
+            if sorted(cuts) != list(cuts):
+                return (setting, f"{step}: cuts {cuts} should ascend (loose <= tight <= "
+                        "highPurity)", "[-0.35, 0.1, 0.28]")  # fmt: skip
+        missing = [step_name(i) for i in DNN_ITERATIONS if step_name(i) not in cfg[setting]]
+        if missing:
+            return (setting, f"lacks the steps {missing}: the release's file has all "
+                    f"{len(DNN_ITERATIONS)}", "the release's values, as in config.py")  # fmt: skip
     taken = {"new_dnn", "trk_mva", "bdt"} & set(cfg["compare_graphs"])
     if taken:
         return ("compare_graphs", f"uses the name {sorted(taken)[0]!r}, which the evaluation "

@@ -1,10 +1,10 @@
-"""The evaluate stage: metric code against hand-computed cases, edge cases, and a full run on
-synthetic tracks with a small frozen model (report rendered in headless chromium)."""
+"""The evaluate stage on a synthetic run with a small frozen model: metrics.json, the report
+(self-contained, rendered alone in headless chromium), the classifiers' inputs, the monitor."""
 
 from __future__ import annotations
 
+import base64
 import json
-import math
 import os
 import re
 import shutil
@@ -18,25 +18,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cmssw.ntuple import ALGORITHMS
+from cmssw.ntuple import ALGORITHMS, LABEL
 from evaluation import MonitorCallback, evaluate
-from evaluation.metrics import (
-    NEW,
-    REFERENCE,
-    auc,
-    binned_rates,
-    derive_working_points,
-    not_classifiable,
-    ordered,
-    pass_fraction,
-    passes,
-    roc_points,
-    sample_metrics,
-    short_decimal_in,
-    threshold_for_efficiency,
-    to_mva,
+from evaluation.classifiers import (
+    classifier_scores,
+    graph_inputs,
+    graph_scores,
+    new_model_scores,
+    production_graph_inputs,
 )
-from evaluation.report import load_working_points
+from evaluation.names import NEW, REFERENCE
+from evaluation.report import CUSTOM_TARGET_WARNING, print_summary, report_html
 from model_freeze import freeze_model
 from network import build_model_from_config, fit_sanitizer_bounds, transforms_for_features
 from network.inputs import model_inputs
@@ -46,6 +38,14 @@ PRODUCTION = Path(__file__).resolve().parents[2] / "shared" / "cmssw-models"
 PRODUCTION_GRAPH = PRODUCTION / "CKF_Run3_12_5_0_pre5.pb"
 CFG = default_config()
 USED = ["initialStep", "lowPtQuadStep", "tobTecStep", "jetCoreRegionalStep"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -99,7 +99,7 @@ def synthetic_tracks(
     df = pd.DataFrame({name: np.asarray(v, dtype=np.float32) for name, v in columns.items()})
     df = df[CFG["features"]]
     df["trk_originalAlgo"] = algo.astype(np.uint8)
-    df["trk_isTrue"] = is_true.astype(np.int8)
+    df[LABEL] = is_true.astype(np.int8)
     df["trk_mva"] = np.tanh(0.6 * quality + rng.normal(0, 0.7, n)).astype(np.float32)
     df["event_index"] = (np.arange(n) // 50).astype(np.uint32)
     df["sample"] = pd.Categorical([sample] * n)
@@ -124,16 +124,19 @@ def run_cfg(**changes) -> dict:
 def data():
     """Training tracks and three test samples with the edge cases: tobTecStep absent from
     zee_test, jetCoreRegionalStep only true in zee_test, lowPtQuadStep only fake in
-    displaced_test; the other configured iterations are absent everywhere."""
+    displaced_test; the other configured iterations are absent everywhere; muon-seeded
+    tracks (not classified) in qcd_test."""
     train = synthetic_tracks(12_000, 1, "qcd")
     qcd = synthetic_tracks(6_000, 11, "qcd_test")
     zee = synthetic_tracks(4_000, 12, "zee_test", [i for i in USED if i != "tobTecStep"])
-    zee = zee[(zee.trk_originalAlgo != ALGORITHMS["jetCoreRegionalStep"]) | (zee.trk_isTrue == 1)]
+    zee = zee[(zee.trk_originalAlgo != ALGORITHMS["jetCoreRegionalStep"]) | (zee[LABEL] == 1)]
     displaced = synthetic_tracks(3_000, 13, "displaced_test")
     displaced = displaced[
-        (displaced.trk_originalAlgo != ALGORITHMS["lowPtQuadStep"]) | (displaced.trk_isTrue == 0)
+        (displaced.trk_originalAlgo != ALGORITHMS["lowPtQuadStep"]) | (displaced[LABEL] == 0)
     ]
-    test = pd.concat([qcd, zee, displaced], ignore_index=True)
+    # Muon-seeded tracks: not classified, but counted in their events' track multiplicity.
+    muons = synthetic_tracks(500, 14, "qcd_test", ["muonSeededStepInOut"])
+    test = pd.concat([qcd, zee, displaced, muons], ignore_index=True)
     test["sample"] = test["sample"].astype("category")
     return train, test
 
@@ -168,7 +171,7 @@ def trained_run(data, tmp_path_factory):
     )
     model.fit(
         inputs,
-        train["trk_isTrue"].to_numpy(),
+        train[LABEL].to_numpy(),
         validation_split=0.2,
         epochs=cfg["epochs"],
         batch_size=cfg["batch_size"],
@@ -177,13 +180,13 @@ def trained_run(data, tmp_path_factory):
     )
     model.save(run_dir / "model.keras")
     freeze_model(model, run_dir / "frozen_graph.pb", model_inputs(test.iloc[:2000], cfg))
-    return run_dir, cfg
+    return run_dir, cfg, model
 
 
 @pytest.fixture(scope="module")
 def evaluated(data, trained_run):
     train, test = data
-    run_dir, cfg = trained_run
+    run_dir, cfg, _ = trained_run
     graphs = {"missing_graph": "no/such/graph.pb"}
     if PRODUCTION_GRAPH.is_file():
         graphs["CKF_Run3_12_5_0_pre5"] = str(PRODUCTION_GRAPH)
@@ -196,286 +199,202 @@ def evaluated(data, trained_run):
 
 
 # ---------------------------------------------------------------------------------------------
-# Metric code against cases computed by hand
+# metrics.json
 # ---------------------------------------------------------------------------------------------
-def test_auc_and_roc_by_hand():
-    labels = np.array([1, 1, 0, 1, 0])
-    scores = np.array([0.9, 0.8, 0.7, 0.3, 0.1])
-    # true {0.9, 0.8, 0.3} vs fake {0.7, 0.1}: 5 of the 6 pairs are ordered right.
-    assert auc(labels, scores) == pytest.approx(5 / 6)
-    fake, eff = roc_points(labels, scores)
-    points = set(zip(fake.round(6), eff.round(6), strict=True))
-    # Cuts just below 0.8, 0.7, 0.3, 0.1: (0, 2/3), (1/2, 2/3), (1/2, 1), (1, 1).
-    for point in [(0.0, 0.666667), (0.5, 0.666667), (0.5, 1.0), (1.0, 1.0)]:
-        assert point in points
-    assert np.all(np.diff(fake) >= 0) and np.all(np.diff(eff) >= 0)
-
-
-def test_roc_points_are_thinned_but_keep_the_ends():
-    rng = np.random.default_rng(0)
-    labels = rng.random(50_000) < 0.5
-    scores = rng.normal(labels.astype(float), 1.0)
-    fake, eff = roc_points(labels, scores, max_points=400)
-    assert len(fake) <= 410
-    assert (fake[0], eff[0]) == (0.0, 0.0) and (fake[-1], eff[-1]) == (1.0, 1.0)
-
-
-def test_pass_fraction_is_strict_like_cmssw():
-    true_scores = np.array([0.9, 0.5, 0.1, -0.3])
-    assert pass_fraction(true_scores, 0.1) == 0.5  # 0.1 itself does not pass: mva > cut
-    assert pass_fraction(true_scores, -1.0) == 1.0
-    assert math.isnan(pass_fraction(np.array([]), 0.0))
-
-
-@pytest.mark.parametrize(
-    ("target", "cut", "efficiency"),
-    [
-        (0.5, 0.1, 0.5),  # cut in [0.1, 0.5): fewest decimals is 0.1
-        (0.75, 0.0, 0.75),  # in [-0.3, 0.1): 0.0
-        (1.0, -1.0, 1.0),  # below every score
-        (0.0, 1.0, 0.0),  # from 0.9 on: 1.0
-        (0.6, 0.1, 0.5),  # 0.6 * 4 = 2.4 tracks: 2 is the closest count
-    ],
-)
-def test_threshold_for_efficiency_by_hand(target, cut, efficiency):
-    true_scores = np.array([0.9, 0.5, 0.1, -0.3])
-    found = threshold_for_efficiency(true_scores, target)
-    assert found == pytest.approx(cut)
-    assert pass_fraction(true_scores, found) == efficiency
-
-
-def test_threshold_with_tied_scores_takes_the_closest_reachable_efficiency():
-    true_scores = np.array([0.5, 0.5, 0.5, 0.1])
-    # 2 of 4 is out of reach: 3 (cut in [0.1, 0.5)) is closer than 0 (cut >= 0.5).
-    assert threshold_for_efficiency(true_scores, 0.5) == pytest.approx(0.1)
-    with pytest.raises(ValueError, match="no true track"):
-        threshold_for_efficiency(np.array([]), 0.5)
-
-
-def test_short_decimal_in():
-    assert short_decimal_in(0.123, 0.1238) == pytest.approx(0.123)
-    assert short_decimal_in(0.1231, 0.1238) == pytest.approx(0.1231)
-    assert short_decimal_in(-math.inf, -0.3) == -1.0
-    assert short_decimal_in(-math.inf, -1.0) == -2.0
-    assert short_decimal_in(0.93, math.inf) == 1.0
-
-
-def test_to_mva_and_ordered():
-    assert to_mva(np.array([[0.0], [0.5], [1.0]])).tolist() == [-1.0, 0.0, 1.0]
-    with pytest.warns(UserWarning, match="not ordered"):
-        assert ordered([0.2, 0.1, 0.3]) == [0.2, 0.2, 0.3]
-
-
-def test_binned_rates_by_hand():
-    values = np.array([0.5, 1.5, 1.5, 2.5, 7.0])  # 7.0 is outside the bins: dropped
-    labels = np.array([1, 1, 0, 0, 1])
-    passed = np.array([True, False, True, False, True])
-    rates = binned_rates(values, labels, passed, np.array([0.0, 1.0, 2.0, 3.0]))
-    np.testing.assert_array_equal(rates["efficiency"], [1.0, 0.0, np.nan])
-    np.testing.assert_array_equal(rates["fake_rate"], [np.nan, 1.0, 0.0])
-    np.testing.assert_array_equal(rates["n_true"], [1, 1, 0])
-
-
-def test_passes_uses_each_iterations_cuts():
-    scores = np.array([0.5, 0.5, 0.5])
-    algo = np.array([4, 10, 5])  # initialStep, tobTecStep, an iteration without cuts
-    flags = passes(scores, algo, {4: [0.0, 0.4, 0.6], 10: [0.6, 0.7, 0.8]})
-    assert flags.tolist() == [[True, True, False], [False, False, False], [False] * 3]
-
-
-def hand_cfg(**changes) -> dict:
-    cfg = {
-        "iterations": ["initialStep", "tobTecStep"],
-        "target_efficiencies": [],
-        "reference_cuts": {"initialStep": [-0.35, 0.1, 0.28]},
-        "default_reference_cuts": [-0.5, 0.0, 0.5],
-    }
-    cfg.update(changes)
-    return cfg
-
-
-def test_working_points_by_hand():
-    initial, tob = ALGORITHMS["initialStep"], ALGORITHMS["tobTecStep"]
-    labels = np.array([1, 1, 1, 1, 0, 0, 1, 0])
-    algo = np.array([initial] * 6 + [tob] * 2)
-    scores = {
-        REFERENCE: np.array([0.9, 0.5, 0.1, -0.3, 0.2, -0.5, 0.3, 0.1]),
-        NEW: np.array([0.2, 0.4, 0.6, 0.8, 0.5, 0.1, 0.9, -0.9]),
-    }
-    wps = derive_working_points(labels, algo, scores, hand_cfg())
-    entry = wps["initialStep"]
-    # trk_mva > [-0.35, 0.1, 0.28] keeps 4, 2, 2 of the 4 true tracks.
-    assert entry["target_efficiency"] == [1.0, 0.5, 0.5]
-    assert entry["thresholds"][REFERENCE] == [-0.35, 0.1, 0.28]
-    # new: 1.0 -> below 0.2: 0.0; 0.5 -> in [0.4, 0.6): 0.4.
-    assert entry["thresholds"][NEW] == [0.0, 0.4, 0.4]
-    assert entry["efficiency"][NEW] == [1.0, 0.5, 0.5]
-    # Fakes (0.2, -0.5) and (0.5, 0.1): trk_mva keeps 1, 1, 0 of 2; new 2, 1, 1.
-    assert entry["fake_rate"][REFERENCE] == [0.5, 0.5, 0.0]
-    assert entry["fake_rate"][NEW] == [1.0, 0.5, 0.5]
-    assert entry["fake_rate_reduction"] == [-1.0, 0.0, None]  # trk_mva keeps no fake: n/a
-    # tobTecStep uses the default cuts [-0.5, 0.0, 0.5]: its true track 0.3 -> 1, 1, 0.
-    assert wps["tobTecStep"]["target_efficiency"] == [1.0, 1.0, 0.0]
-    assert wps["tobTecStep"]["thresholds"][NEW] == [0.0, 0.0, 1.0]  # its true track: 0.9
-
-
-def test_working_points_with_target_efficiencies():
-    rng = np.random.default_rng(5)
-    labels = rng.random(20_000) < 0.6
-    algo = np.full(20_000, ALGORITHMS["initialStep"])
-    scores = {NEW: np.tanh(rng.normal(labels * 2.0 - 1.0, 1.0))}
-    cfg = hand_cfg(iterations=["initialStep"], target_efficiencies=[0.99, 0.9, 0.8])
-    entry = derive_working_points(labels, algo, scores, cfg)["initialStep"]
-    assert entry["source"] == "target_efficiencies"
-    cuts = entry["thresholds"][NEW]
-    assert cuts == sorted(cuts)
-    for cut, target in zip(cuts, [0.99, 0.9, 0.8], strict=True):
-        assert abs(pass_fraction(scores[NEW][labels], cut) - target) < 1e-3
-
-
-def test_edge_cases_are_na_with_a_reason():
-    initial, tob, jet = (
-        ALGORITHMS[i] for i in ("initialStep", "tobTecStep", "jetCoreRegionalStep")
-    )
-    cfg = hand_cfg(iterations=["initialStep", "tobTecStep", "jetCoreRegionalStep", "pixelPairStep"])
-    labels = np.array([1, 0, 1, 1, 0, 0])
-    algo = np.array([initial, initial, tob, tob, jet, jet])  # tob only true, jet only fake
-    scores = {
-        REFERENCE: np.array([0.5, -0.5, 0.2, 0.4, 0.1, -0.1]),
-        NEW: np.array([0.6, -0.6, 0.3, 0.5, 0.2, 0.0]),
-    }
-    wps = derive_working_points(labels, algo, scores, cfg)
-    assert wps["pixelPairStep"]["status"] == "n/a"
-    assert "no tracks" in wps["pixelPairStep"]["reason"]
-    assert "only fake" in wps["jetCoreRegionalStep"]["reason"]
-    assert wps["tobTecStep"]["status"] == "ok"  # thresholds need true tracks only
-    assert wps["tobTecStep"]["fake_rate"][NEW] is None
-    result = sample_metrics(labels, algo, scores, wps, cfg)
-    for iteration, words in [
-        ("pixelPairStep", "no tracks"),
-        ("tobTecStep", "only true"),
-        ("jetCoreRegionalStep", "only fake"),
-    ]:
-        entry = result[iteration]
-        assert entry["status"] == "n/a" and words in entry["reason"]
-        for info in entry["classifiers"].values():
-            assert info["status"] == "n/a" and words in info["reason"]
-            assert "auc" not in info
-    assert result["initialStep"]["classifiers"][NEW]["auc"] == 1.0
-    assert result["all"]["status"] == "ok"
-    # Empty sample: everything n/a, nothing raises.
-    empty = sample_metrics(labels[:0], algo[:0], {k: v[:0] for k, v in scores.items()}, wps, cfg)
-    assert all(e["status"] == "n/a" for e in empty.values())
-    assert not_classifiable(0, 0) == "no tracks"
-
-
-# ---------------------------------------------------------------------------------------------
-# The whole stage on a synthetic run
-# ---------------------------------------------------------------------------------------------
-def test_metrics_json_holds_every_auc_and_the_reasons(evaluated):
-    metrics, run_dir, _ = evaluated
+def test_metrics_json_carries_intervals_and_reasons(evaluated):
+    _, run_dir, _ = evaluated
     saved = json.loads((run_dir / "metrics.json").read_text())
     assert saved["classifiers"][:2] == [NEW, REFERENCE] and "bdt" in saved["classifiers"]
+    stats = saved["statistics"]
+    assert stats["bootstrap_unit"] == "events" and stats["bootstrap_samples"] == 200
+    assert stats["confidence_level"] == 0.95 and stats["rate_interval"] == "Clopper-Pearson"
+    assert {"efficiency", "fake_rate", "fake_acceptance"} <= set(saved["definitions"])
     for sample in ("qcd_test", "zee_test", "displaced_test", "all"):
         for iteration in [*USED, "all"]:
             entry = saved["samples"][sample][iteration]
             assert {"n_true", "n_fake", "status", "classifiers"} <= entry.keys()
             for name in (NEW, REFERENCE, "bdt"):
                 info = entry["classifiers"][name]
-                if entry["status"] == "ok":
-                    assert 0.5 < info["auc"] <= 1.0, (sample, iteration, name)
-                    wp = info["working_points"]["highPurity"]
-                    assert 0 <= wp["efficiency"] <= 1 and 0 <= wp["fake_rate"] <= 1
-                else:
+                if entry["status"] != "ok":
                     assert info["reason"]
+                    continue
+                low, high = info["auc_interval"]
+                assert 0.5 < low <= info["auc"] <= high <= 1.0, (sample, iteration, name)
+                for key in ("working_points", "equal_efficiency"):
+                    level = info[key]["highPurity"]
+                    for rate in ("efficiency", "fake_rate", "fake_acceptance"):
+                        lo, hi = level[f"{rate}_interval"]
+                        assert 0 <= lo <= level[rate] <= hi <= 1, (sample, iteration, rate)
+                    kept = level["true_kept"] + level["fake_kept"]
+                    assert level["fake_rate"] == pytest.approx(level["fake_kept"] / kept)
+            if entry["status"] == "ok":
+                change = entry["fake_rate_change"]["bdt"]["tight"]
+                assert change["difference_interval"][0] <= change["difference"]
+                assert change["difference"] <= change["difference_interval"][1]
+                assert isinstance(change["significant"], bool)
     edge = saved["samples"]
     assert "no tracks" in edge["zee_test"]["tobTecStep"]["reason"]
     assert "only true" in edge["zee_test"]["jetCoreRegionalStep"]["reason"]
     assert "only fake" in edge["displaced_test"]["lowPtQuadStep"]["reason"]
     assert edge["ttbar_test"]["all"]["reason"] == "no tracks"  # configured, not in the data
+    assert "muonSeededStepInOut" not in edge["qcd_test"]  # not classified
     assert "missing_graph" in saved["skipped_classifiers"]
+    verdict = saved["verdicts"][REFERENCE]
+    assert verdict["comparisons"] == verdict["fewer"] + verdict["more"] + verdict["not_significant"]
+    assert saved["quality_cuts"]["steps"]["PixelPairStep"]["derived"] is False
+    assert any("PixelPairStep" in note for note in saved["notes"])
 
 
-def test_report_images_exist_and_are_local(evaluated):
+def test_terminal_summary_gives_one_verdict_line_per_classifier(evaluated, capsys):
+    metrics, _, _ = evaluated
+    print_summary(metrics)
+    lines = capsys.readouterr().out.splitlines()
+    others = [c for c in metrics["classifiers"] if c != NEW]
+    for other in others:
+        name = {"trk_mva": "trk_mva (RECO)", "bdt": "BDT baseline"}.get(other, other)
+        found = [line for line in lines if line.strip().startswith(f"vs {name}:")]
+        assert len(found) == 1, other
+        counts = metrics["verdicts"][other]
+        assert f"of {counts['comparisons']} comparisons" in found[0]
+        assert f"more in {counts['more']}," in found[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# report.html: one file that carries everything
+# ---------------------------------------------------------------------------------------------
+def test_report_embeds_every_image(evaluated):
     _, run_dir, _ = evaluated
     page = (run_dir / "report.html").read_text()
     sources = re.findall(r"<img[^>]+src=\"([^\"]+)\"", page)
-    assert len(sources) >= 10
+    assert len(sources) >= 12
     for source in sources:
-        path = run_dir / source
-        assert path.is_file() and path.stat().st_size > 1000, source
-        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", source
+        assert source.startswith("data:image/png;base64,"), source[:60]
+        assert base64.b64decode(source.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
     assert not re.search(r"(src|href)=[\"']?(https?:)?//", page)  # nothing from the network
-    for expected in (
+    assert "plots/" not in " ".join(sources)
+    for plot in (
         "roc_all.png",
-        "scores_qcd_test.png",
+        "efficiency_all.png",
+        "fake_rate_all.png",
         "rates_by_iteration.png",
+        "rates_qcd_test.png",
         "features_raw.png",
         "features_sanitized.png",
         "training_curves.png",
     ):
-        assert f"plots/{expected}" in page
-    assert "monitor/epoch_002_roc.png" in page
+        assert (run_dir / "plots" / plot).stat().st_size > 1000, plot  # kept for slides
     assert "hidden_layers = [32, 16]" in page  # the run's config.py
-    assert "qualityCutDictionary" in page
+    assert "qualityCutDictionary = cms.PSet(" in page
+    assert "epoch_002_roc" in page  # the monitor's plots
+    assert (
+        "fake-track acceptance" in page and "Deployment" not in page and '<h2 id="run">' not in page
+    )
 
 
-def test_report_renders_in_chromium(evaluated, tmp_path):
+def test_report_renders_alone_in_a_headless_browser(evaluated, tmp_path):
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         pytest.skip("chromium is not installed (apt-get install chromium)")
     _, run_dir, _ = evaluated
-    # A copy of the page that records, once loaded, how many of its images decoded.
-    probe = run_dir / "report_probe.html"
-    script = (
-        "<script>addEventListener('load', () => { const i = [...document.images]; "
-        "document.body.dataset.loaded = i.filter(x => x.complete && x.naturalWidth > 0)"
-        ".length + '/' + i.length; });</script>"
+    alone = tmp_path / "mailed"
+    alone.mkdir()
+    # The page alone, plus a probe that writes into the DOM how many images failed to decode.
+    probe = (
+        "<script>addEventListener('load', () => { const i = [...document.images];"
+        " document.body.dataset.images = i.length; document.body.dataset.broken ="
+        " i.filter(x => !(x.complete && x.naturalWidth > 0)).length; });</script>"
     )
-    probe.write_text((run_dir / "report.html").read_text().replace("</body>", script + "</body>"))
-    flags = [
-        browser,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--allow-file-access-from-files",
-    ]
-    try:
-        dom = subprocess.run(
-            [
-                *flags,
-                f"--user-data-dir={tmp_path / 'a'}",
-                "--virtual-time-budget=20000",
-                "--dump-dom",
-                probe.as_uri(),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        ).stdout
-        shot = tmp_path / "report.png"
-        subprocess.run(
-            [
-                *flags,
-                f"--user-data-dir={tmp_path / 'b'}",
-                f"--screenshot={shot}",
-                "--window-size=1400,4000",
-                (run_dir / "report.html").as_uri(),
-            ],
-            capture_output=True,
-            timeout=120,
-        )
-    finally:
-        probe.unlink()
-    loaded = re.search(r'data-loaded="(\d+)/(\d+)"', dom)
-    assert loaded, dom[-2000:]
-    assert int(loaded.group(1)) == int(loaded.group(2)) > 0
-    assert shot.is_file() and shot.stat().st_size > 10_000
+    page = (run_dir / "report.html").read_text().replace("</body>", probe + "</body>")
+    (alone / "report.html").write_text(page)
+    result = subprocess.run(
+        [
+            browser,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=30000",
+            "--dump-dom",
+            (alone / "report.html").as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    found = re.search(r'data-images="(\d+)" data-broken="(\d+)"', result.stdout)
+    assert found, result.stdout[-2000:] + result.stderr[-2000:]
+    assert int(found.group(1)) >= 12 and int(found.group(2)) == 0
+
+
+def test_optional_report_sections(evaluated):
+    metrics, _, _ = evaluated
+    images: dict[str, str] = {}
+    deployment = {
+        "deploy_target": "custom",
+        "model_card": {"inputs": "29 CMSSW features", "note": "<b>not bold</b>"},
+        "inference_cost": {"frozen graph": {"tracks/s": 125000, "ms / 16 tracks": 0.13}},
+    }
+    run_info = {
+        "parent_run": "20261101-120000_dnn",
+        "resumed_from_epoch": 12,
+        "stopped_early_at_epoch": 27,
+        "hyperparameter_search": [{"title": "trial 3", "href": "../trial_3/report.html"}],
+    }
+    page = report_html(metrics, [], images, deployment=deployment, run_info=run_info)
+    assert '<h2 id="deployment">' in page and CUSTOM_TARGET_WARNING.replace("'", "&#39;") in page
+    assert "&lt;b&gt;not bold&lt;/b&gt;" in page  # autoescaped
+    assert "125000" in page and "tracks/s" in page
+    assert "20261101-120000_dnn" in page and ">12<" in page and ">27<" in page
+    assert 'href="../trial_3/report.html"' in page
+    plain = report_html(metrics, [], images, deployment={"deploy_target": "tf_graph"})
+    assert '<h2 id="deployment">' in plain and "Warning" not in plain
+    assert '<h2 id="run">' not in plain
+
+
+# ---------------------------------------------------------------------------------------------
+# What each classifier is fed
+# ---------------------------------------------------------------------------------------------
+def test_compare_graphs_get_the_cmssw_inputs_whatever_the_features(data, trained_run, tmp_path):
+    _, test = data
+    run_dir, cfg, _ = trained_run
+    test = test.iloc[:3000]
+    # A custom model's feature list (here: the same columns in another order) must not
+    # reach a production graph, which always gets TrackTfClassifier's 29 inputs in order.
+    custom = dict(cfg, features=cfg["features"][::-1], train_bdt=False)
+    custom["compare_graphs"] = {"production": str(run_dir / "frozen_graph.pb")}
+    scores, skipped = classifier_scores(None, test, custom, run_dir)
+    assert not skipped
+    right = graph_scores(run_dir / "frozen_graph.pb", production_graph_inputs(test))
+    np.testing.assert_allclose(scores["production"], right, atol=1e-6)
+    fed_custom = graph_scores(
+        run_dir / "frozen_graph.pb", graph_inputs(test, custom["features"], "trk_originalAlgo")
+    )
+    np.testing.assert_allclose(scores[NEW], fed_custom, atol=1e-6)  # the new model: its own list
+    assert not np.allclose(scores[NEW], right, atol=1e-3)
+
+
+def test_new_model_scorer_follows_deploy_target(data, trained_run):
+    _, test = data
+    run_dir, cfg, _ = trained_run
+    with pytest.raises(NotImplementedError, match="lwtnn_network.json"):
+        new_model_scores(test, dict(cfg, deploy_target="lwtnn"), run_dir)
+    with pytest.raises(ValueError, match="deploy_target"):
+        new_model_scores(test, dict(cfg, deploy_target="onnx_maybe"), run_dir)
+
+
+def test_evaluate_takes_the_model_and_texts_from_its_arguments(data, trained_run, tmp_path):
+    train, test = data
+    run_dir, cfg, model = trained_run
+    bare = tmp_path / "bare_run"
+    bare.mkdir()
+    shutil.copy(run_dir / "frozen_graph.pb", bare)  # no model.keras, config.py or monitor/
+    monitor = sorted((run_dir / "monitor").glob("epoch_*_roc.png"))
+    cfg = dict(cfg, test_samples=["zee_test"], bootstrap_samples=20)
+    evaluate(
+        None, test, cfg, bare, model=model, config_text="# given as text", monitor_plots=monitor
+    )
+    page = (bare / "report.html").read_text()
+    assert "# given as text" in page and "epoch_002_roc" in page
+    assert (bare / "plots" / "features_sanitized.png").is_file()  # the sanitizer of `model`
+    assert (bare / "dnnQualityCuts.py").is_file() and not (bare / "working_points.py").exists()
 
 
 @pytest.mark.skipif(not PRODUCTION_GRAPH.is_file(), reason="../shared/cmssw-models is not here")
@@ -486,32 +405,15 @@ def test_production_graph_is_compared(evaluated):
     info = metrics["samples"]["all"]["all"]["classifiers"][name]
     assert 0.0 < info["auc"] < 1.0
     assert name in metrics["working_points"]["initialStep"]["thresholds"]
+    assert name in metrics["verdicts"]
     assert name in (run_dir / "report.html").read_text()
 
 
-def test_working_points_file_reproduces_the_reference_efficiency(evaluated, data):
-    from evaluation.classifiers import graph_inputs, graph_scores
-
-    metrics, run_dir, cfg = evaluated
-    cuts = load_working_points(run_dir / "working_points.py")
-    _, test = data
-    mva = graph_scores(run_dir / "frozen_graph.pb", graph_inputs(test, cfg))
-    labels = test["trk_isTrue"].to_numpy() == 1
-    algo = test["trk_originalAlgo"].to_numpy()
-    assert set(cuts) == {"InitialStep", "LowPtQuadStep", "TobTecStep", "JetCoreRegionalStep"}
-    for iteration in USED:
-        levels = cuts[iteration[0].upper() + iteration[1:]]
-        assert len(levels) == 3 and levels[0] <= levels[1] <= levels[2]
-        true_rows = labels & (algo == ALGORITHMS[iteration])
-        reference = metrics["working_points"][iteration]["target_efficiency"]
-        trk_cuts = CFG["reference_cuts"].get(iteration, CFG["default_reference_cuts"])
-        for cut, ref_cut, target in zip(levels, trk_cuts, reference, strict=True):
-            assert target == pass_fraction(test["trk_mva"].to_numpy()[true_rows], ref_cut)
-            assert abs(pass_fraction(mva[true_rows], cut) - target) <= 0.005, iteration
-
-
+# ---------------------------------------------------------------------------------------------
+# The monitor during training, and what is evaluated
+# ---------------------------------------------------------------------------------------------
 def test_monitor_wrote_its_plots(trained_run):
-    run_dir, _ = trained_run
+    run_dir, _, _ = trained_run
     monitor = run_dir / "monitor"
     for name in ("epoch_002_roc.png", "epoch_002_scores.png", "monitor_log.csv"):
         assert (monitor / name).stat().st_size > 0
