@@ -180,6 +180,9 @@ min_free_gpu_memory_mb = 2000  # a GPU with less free memory is left alone
 logical_devices_per_gpu = 1  # split each GPU into this many logical devices
 gpu_memory_growth = True  # allocate GPU memory as needed instead of all at once
 cpu_replicas = 1  # without GPUs: split the CPU into this many replicas (multi-replica path)
+# Several nodes: "auto" trains with the workers of the TF_CONFIG environment variable when it
+# is set, "slurm" with the tasks of an srun, "none" on this node only (README: many nodes).
+cluster = "auto"
 
 # ---------------------------------------------------------------------------------------------
 # Freezing

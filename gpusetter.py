@@ -3,18 +3,65 @@
 Call ``setup_strategy`` before TensorFlow runs anything: devices can only be configured while
 the runtime is not yet initialised. GPUs are chosen by their free memory as NVML reports it;
 without a usable GPU, training falls back to the CPU with a one-line message.
+
+Several nodes: with `cluster` = "auto" and the TF_CONFIG environment variable of
+tf.distribute (one entry per worker), or `cluster` = "slurm" inside an `srun` of several tasks,
+the workers train together under a MultiWorkerMirroredStrategy over each node's selected
+devices. cluster_role tells, without TensorFlow, whether this process is the chief (the one
+that writes the run folder).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
+from typing import Any
 
 # NVML counts GPUs in PCI bus order; make CUDA (and so TensorFlow) count them the same way.
 # Set before TensorFlow touches CUDA.
 os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
 
-import tensorflow as tf  # noqa: E402
+CLUSTERS = ("auto", "slurm", "none")
+
+
+@dataclass(frozen=True)
+class ClusterRole:
+    """This process among the workers of one training: `index` of `count`."""
+
+    index: int = 0
+    count: int = 1
+    chief: bool = True
+    source: str = "single node"
+
+
+def cluster_role(cluster: str = "auto") -> ClusterRole:
+    """Which worker this process is, from TF_CONFIG ("auto") or Slurm's variables ("slurm").
+
+    The chief is TF_CONFIG's "chief" task if it names one, else worker 0; under Slurm, task 0.
+    """
+    if cluster == "slurm":
+        count = int(os.environ.get("SLURM_NTASKS", "1"))
+        index = int(os.environ.get("SLURM_PROCID", "0"))
+        return ClusterRole(index, count, index == 0, "Slurm") if count > 1 else ClusterRole()
+    text = os.environ.get("TF_CONFIG") if cluster == "auto" else None
+    if not text:
+        return ClusterRole()
+    try:
+        config = json.loads(text)
+        members = config["cluster"]
+        task = config["task"]
+        count = sum(len(members.get(kind, [])) for kind in ("chief", "worker"))
+        has_chief = bool(members.get("chief"))
+        chief = task["type"] == "chief" or (not has_chief and int(task["index"]) == 0)
+        index = 0 if task["type"] == "chief" else int(task["index"]) + has_chief
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(
+            f"TF_CONFIG is not tf.distribute's cluster description ({error}): give "
+            '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", '
+            '"index": i}}, or set cluster = "none" in config.py to ignore it'
+        ) from None
+    return ClusterRole(index, count, chief, "TF_CONFIG") if count > 1 else ClusterRole()
 
 
 @dataclass
@@ -59,13 +106,19 @@ def setup_strategy(
     logical_devices_per_gpu: int = 1,
     gpu_memory_growth: bool = True,
     cpu_replicas: int = 1,
-) -> tf.distribute.Strategy:
-    """Configure the devices and return the strategy to build and train the model under.
+    cluster: str = "auto",
+) -> Any:
+    """Configure the devices and return the strategy (a tf.distribute.Strategy) to build and
+    train the model under.
 
-    Several devices (GPUs, logical GPUs, or CPU replicas) give a MirroredStrategy: each replica
-    gets batch_size tracks, the global batch is batch_size x replicas. One device gives the
-    default strategy.
+    Several workers (see cluster_role) give a MultiWorkerMirroredStrategy over every worker's
+    devices. On one node, several devices (GPUs, logical GPUs, or CPU replicas) give a
+    MirroredStrategy: each replica gets batch_size tracks, the global batch is batch_size x
+    replicas. One device gives the default strategy.
     """
+    import tensorflow as tf
+
+    role = cluster_role(cluster)
     if logical_devices_per_gpu < 1 or cpu_replicas < 1:
         raise ValueError("logical_devices_per_gpu and cpu_replicas must be at least 1 (config.py)")
     chosen = select_gpus(query_gpus(), gpus, min_free_gpu_memory_mb) if gpus != 0 else []
@@ -85,6 +138,19 @@ def setup_strategy(
             f"(call it before building or running any model): {error}"
         ) from error
 
+    if role.count > 1:  # created before anything initialises TensorFlow's runtime
+        resolver = (
+            tf.distribute.cluster_resolver.SlurmClusterResolver()
+            if role.source == "Slurm"
+            else tf.distribute.cluster_resolver.TFConfigClusterResolver()
+        )
+        strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+        print(
+            f"Worker {role.index} of {role.count} ({role.source}"
+            f"{', the chief' if role.chief else ''}): "
+            f"{strategy.num_replicas_in_sync} replica(s) in all"
+        )
+        return strategy
     devices = [d.name for d in tf.config.list_logical_devices("GPU" if chosen else "CPU")]
     if chosen:
         names = ", ".join(f"GPU {g.index} ({g.name}, {g.free_mb:.0f} MB free)" for g in chosen)
@@ -104,6 +170,8 @@ def setup_strategy(
 def _configure_gpus(
     chosen: list[GpuInfo], by_index: dict, logical_per_gpu: int, memory_growth: bool
 ) -> None:
+    import tensorflow as tf
+
     tf.config.set_visible_devices([by_index[g.index] for g in chosen], "GPU")
     for gpu in chosen:
         device = by_index[gpu.index]
@@ -117,6 +185,8 @@ def _configure_gpus(
 
 
 def _configure_cpu(replicas: int) -> None:
+    import tensorflow as tf
+
     if replicas > 1:
         cpu = tf.config.list_physical_devices("CPU")[0]
         config = [tf.config.LogicalDeviceConfiguration()] * replicas

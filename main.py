@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from cmssw.ntuple import LABEL
+from gpusetter import cluster_role
 from helper_functions import (
     StageTimer,
     balance_iterations,
@@ -39,15 +40,24 @@ from pipeline.settings import SettingsError, load_config, settings_text
 def main(argv: list[str] | None = None) -> int:
     """Run what the command line asks; returns the exit status (errors raise)."""
     cfg, args = load_config(argv)  # every setting checked before anything is read
-    job = open_job(cfg, args)  # the run folder to make or use, the stages to run
+    role = cluster_role(cfg["cluster"])  # one of several workers training together?
+    if role.count > 1 and args.resume is not None:
+        raise SettingsError(
+            "--resume continues a training on one node; a multi-worker training starts anew "
+            "(cluster = 'none' resumes it on this node alone)"
+        )
+    job = open_job(cfg, args, chief=role.chief)  # the run folder to make or use, the stages
     check_inputs(cfg, job.stages)
     timer = StageTimer()
     summary: dict[str, Any] = {}
     with job:
-        if job.run_dir is not None:
+        if job.scratch:
+            print(f"Worker {role.index} of {role.count}: training with the chief, which writes "
+                  "the run folder")  # fmt: skip
+        elif job.run_dir is not None:
             print(f"Run folder: {job.run_dir}")
         run_stages(cfg, job, timer, summary)
-    summary["run folder"] = job.run_dir
+    summary["run folder"] = None if job.scratch else job.run_dir
     print_summary(summary, timer)
     return 0
 
@@ -79,6 +89,7 @@ def run_stages(cfg: dict[str, Any], job: Job, timer: StageTimer, summary: dict[s
             result = train_stage(tracks, train, validation, cfg, job.run_dir)
         model = result.model
         summary["validation AUC"] = result.validation_auc
+        summary["final weights"] = result.weights_sha256
         summary["training"] = describe_training(result, cfg)
         tracks_by_sample = train["sample"].astype(str).value_counts().to_dict()
         job.done("train", epochs=result.epochs, stopped_early=result.stopped_early,
@@ -214,8 +225,10 @@ def train_stage(
         logical_devices_per_gpu=cfg["logical_devices_per_gpu"],
         gpu_memory_growth=cfg["gpu_memory_growth"],
         cpu_replicas=cfg["cpu_replicas"],
+        cluster=cfg["cluster"],
     )
-    monitor = monitor_callback(tracks, cfg, run_dir)
+    chief = cluster_role(cfg["cluster"]).chief
+    monitor = monitor_callback(tracks, cfg, run_dir) if chief else None
     return train_model(
         train_split, validation, cfg, strategy, run_dir, callbacks=[monitor] if monitor else []
     )
@@ -305,6 +318,7 @@ def print_summary(summary: dict[str, Any], timer: StageTimer) -> None:
         print(f"training: {summary['training']}")
     if "validation AUC" in summary:
         print(f"validation AUC: {summary['validation AUC']:.4f}")
+        print(f"final weights: sha256 {summary['final weights']}")
     for line in summary.get("exports", []):
         print(line)
     if "report" in summary:

@@ -11,6 +11,7 @@ with `deterministic` the logs are those of a training that never stopped.
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,7 @@ class TrainingResult:
     stopped_early: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
     input_bytes_per_track: float = 0.0  # what the training holds per track on its device(s)
+    weights_sha256: str = ""  # of the final weights: equal on every worker, run to run
 
 
 def train_model(
@@ -138,7 +140,16 @@ def train_model(
         stopped_early=bool(state.state.get("stopped_early")),
         history=state.state["history"],
         input_bytes_per_track=data.bytes_per_track,
+        weights_sha256=weights_digest(trainer.network),
     )
+
+
+def weights_digest(model: keras.Model) -> str:
+    """sha256 of every weight of the model, in order: the same training gives the same."""
+    digest = hashlib.sha256()
+    for array in model.get_weights():
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
 
 
 class EpochProgress(keras.callbacks.ProgbarLogger):

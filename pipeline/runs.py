@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -277,9 +279,13 @@ class Job:
         parent: Path | None = None,
         later_stage: str | None = None,
         requested: str = "all",
+        scratch: bool = False,
     ) -> None:
         self.cfg = cfg
         self.requested = requested  # the --stage asked for
+        # A worker that is not the chief of a multi-worker training: its files go to a
+        # temporary folder, deleted at the end; the chief keeps the run folder.
+        self.scratch = scratch
         self.stages = stages
         self.run_dir = run_dir
         self.new = new
@@ -296,7 +302,9 @@ class Job:
     def __enter__(self) -> Job:
         from pipeline.console import log_to
 
-        if self.new:
+        if self.scratch:
+            self.run_dir = Path(tempfile.mkdtemp(prefix="track-dnn-worker-"))
+        elif self.new:
             self.run_dir = new_run(self.cfg, self.requested, self.parent)
         elif self.run_dir is not None:
             record(self.run_dir, "started", stages=list(self.stages), command_kind=self.later_stage)
@@ -309,7 +317,7 @@ class Job:
         self.current = name
 
     def done(self, name: str, **fields: Any) -> None:
-        if self.run_dir is not None:
+        if self.run_dir is not None and not self.scratch:
             record(self.run_dir, "stage done", stage=name, **fields)
 
     def output_dir(self, marker: str) -> Path:
@@ -323,6 +331,12 @@ class Job:
 
     def __exit__(self, kind: Any, error: BaseException | None, trace: Any) -> None:
         if self.run_dir is None:
+            return
+        if self.scratch:
+            from pipeline.console import log_to
+
+            log_to(None)
+            shutil.rmtree(self.run_dir, ignore_errors=True)
             return
         import traceback
 
@@ -345,8 +359,14 @@ class Job:
         log_to(None)
 
 
-def open_job(cfg: dict[str, Any], args: Any) -> Job:
-    """Check what the command asks of run folders, and plan its stages; nothing is written."""
+def open_job(cfg: dict[str, Any], args: Any, chief: bool = True) -> Job:
+    """Check what the command asks of run folders, and plan its stages; nothing is written.
+    chief=False: a worker of a multi-worker training that is not the chief."""
+    if not chief:
+        if args.resume is not None or args.run is not None or args.stage not in ("all", "train"):
+            raise SettingsError("the workers of a multi-worker training train a new run: give "
+                                "--stage all or train, without --run or --resume")  # fmt: skip
+        return Job(cfg, PLANS["train"], scratch=True, requested="train")
     if args.resume is not None:
         if args.run is not None or args.stage != "all":
             raise SettingsError("--resume continues a run's own stages: give it alone, without "

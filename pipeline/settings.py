@@ -360,6 +360,7 @@ class _Schema(BaseModel):
     logical_devices_per_gpu: Positive
     gpu_memory_growth: bool
     cpu_replicas: Positive
+    cluster: Literal["auto", "slurm", "none"]
     freeze_check_tracks: Positive
     freeze_tolerance: Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
     compare_graphs: dict[str, str]
