@@ -4,7 +4,8 @@
     python main.py                                  # the whole pipeline, settings from config.py
     python main.py --epochs 3 --batch_size 4096     # any setting of config.py, overridden
     python main.py --config my_config.py            # a file of settings over config.py
-    python main.py --resume results/<run>           # continue an interrupted run
+    python main.py --resume results/<run>           # continue an interrupted run (or search)
+    python main.py --search --search_trials 40      # a hyperparameter search (pipeline/search.py)
     python main.py --stage evaluate --run results/latest
 
 Each run has its own folder results/<time>_<run_name>/, written once and then only added to
@@ -33,6 +34,7 @@ from helper_functions import (
 )
 from pipeline.files import write_new_file
 from pipeline.runs import Interrupted, Job, RunError, open_job
+from pipeline.search import wants_search
 from pipeline.settings import SettingsError, load_config
 
 HOLDOUT_FILE = "holdout_tracks.npz"
@@ -41,6 +43,8 @@ HOLDOUT_FILE = "holdout_tracks.npz"
 def main(argv: list[str] | None = None) -> int:
     """Run what the command line asks; returns the exit status (errors raise)."""
     cfg, args = load_config(argv)  # every setting checked before anything is read
+    if wants_search(args):
+        return search(cfg, args)
     job = open_job(cfg, args)  # the run folder to make or use, the stages to run
     check_inputs(cfg, job.stages)
     timer = StageTimer()
@@ -100,6 +104,38 @@ def run_stages(cfg: dict[str, Any], job: Job, timer: StageTimer, summary: dict[s
             evaluate(train, test_tracks, cfg, job.run_dir, output_dir=out)
         summary["report"] = out / "report.html"
         job.done("evaluate", folder=str(out))
+
+
+def search(cfg: dict[str, Any], args: Any) -> int:
+    """--search (or --resume of a search): load and balance once, then the study's trials, each
+    in a run folder under the search's folder (pipeline/search.py)."""
+    from pipeline.search import open_search, run_search
+    from pipeline.search_outputs import format_summary
+
+    job = open_search(cfg, args)
+    check_inputs(cfg, job.stages)
+    timer = StageTimer()
+    summary: dict[str, Any] = {}
+    with job:
+        print(f"Search folder: {job.run_dir}")
+        job.stage("load")
+        with timer("load"):
+            generate_missing_synthetic_samples(cfg)
+            tracks = load_tracks(cfg)
+        job.stage("balance")
+        with timer("balance"):
+            train, validation, _ = balanced_splits(tracks, cfg)
+        del tracks  # the trials need the training and validation tracks only
+        summary["splits"] = {"train": len(train), "validation": len(validation)}
+        print("Balanced splits: " + describe_splits(summary["splits"]))
+        job.stage("search")
+        with timer("search"):
+            result = run_search(cfg, job.run_dir, train, validation)
+        job.done("search", trials=result.trials, best_trial=result.best_trial)
+    summary["run folder"] = job.run_dir
+    print_summary(summary, timer)
+    print(format_summary(result))
+    return 0
 
 
 def check_inputs(cfg: dict[str, Any], stages: tuple[str, ...]) -> None:

@@ -29,6 +29,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from cmssw.ntuple import ALGORITHMS, LABEL_BRANCHES
+from pipeline.search_space import SpaceError, parse_space
 
 CONFIG_FILE = Path(__file__).resolve().parents[1] / "config.py"
 STAGES = ("all", "load", "balance", "train", "freeze", "evaluate")
@@ -154,6 +155,9 @@ def _parser(settings: dict[str, Setting]) -> _Parser:
     run.add_argument("--resume", type=Path, metavar="RUN",
                      help="continue an interrupted run (training from its last saved state, "
                      "then the stages it has not finished)")  # fmt: skip
+    run.add_argument("--search", action="store_true",
+                     help="a hyperparameter search over search_space (section Search) instead "
+                     "of one training; continue one with --resume")  # fmt: skip
     run.add_argument("--record", action="store_true",
                      help="with --stage load or balance: keep a run folder of it")  # fmt: skip
     run.add_argument("--debug", action="store_true", help="show tracebacks in the terminal")
@@ -270,13 +274,18 @@ def write_config(cfg: dict[str, Any], path: Path, header: str = "") -> None:
     """Write the settings as a file that --config reads back, never over an existing one."""
     from helper_functions import write_new_file
 
+    write_new_file(path, config_text(cfg, header))
+
+
+def config_text(cfg: dict[str, Any], header: str = "") -> str:
+    """The settings as the text of a Python file that --config reads back."""
     doc = header or "Effective settings of this run: python main.py --config <this file>."
     lines = [f'"""{doc}"""', ""]
     lines += [
         f"{name} = {pprint.pformat(value, width=100, sort_dicts=False)}"
         for name, value in cfg.items()
     ]
-    write_new_file(path, "\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -361,6 +370,11 @@ class _Schema(BaseModel):
     target_efficiencies: Annotated[list[Annotated[float, Field(gt=0.0, le=1.0)]],
                                    BeforeValidator(_as_list)]  # fmt: skip
     train_bdt: bool
+    search_trials: Positive
+    search_epochs: Positive
+    search_space: dict[str, list | tuple]  # each entry checked by _check_search
+    search_storage: str
+    search_name: str
     results_dir: str = Field(min_length=1)
     run_name: str = Field(pattern=r"^[A-Za-z0-9_.+-]+$")
 
@@ -377,7 +391,8 @@ def check_settings(cfg: dict[str, Any], origins: dict[str, str] | None = None) -
         if first["type"] == "extra_forbidden":
             raise SettingsError(f"unknown setting '{name}'") from None
         raise SettingsError(_type_message(name, cfg, first, origins, defaults)) from None
-    for check in (_check_samples, _check_features, _check_iterations, _check_evaluation):
+    checks = (_check_samples, _check_features, _check_iterations, _check_evaluation, _check_search)
+    for check in checks:
         problem = check(cfg)
         if problem is not None:
             name, text, example = problem
@@ -386,10 +401,15 @@ def check_settings(cfg: dict[str, Any], origins: dict[str, str] | None = None) -
 
 
 def _type_message(name: str, cfg: dict, error: dict, origins: dict, defaults: dict) -> str:
+    problem = _problem_text(error, defaults.get(name))
+    return _message(name, cfg[name], problem, defaults.get(name), origins, example_is_value=True)
+
+
+def _problem_text(error: dict, default: Any) -> str:
+    """What pydantic's error says is wrong with a value, in the words of the messages."""
     kind = error["type"]
     where = "".join(f"[{part!r}]" for part in error["loc"][1:])
     context = error.get("ctx") or {}
-    default = defaults.get(name)
     if kind.endswith("_type") or kind in ("bool_parsing", "int_from_float"):
         problem = f"should be of type {type(default).__name__}"
         if where:
@@ -413,7 +433,7 @@ def _type_message(name: str, cfg: dict, error: dict, origins: dict, defaults: di
         problem = "should be a finite number"
     else:
         problem = error["msg"][:1].lower() + error["msg"][1:] + (f" (at {where})" if where else "")
-    return _message(name, cfg[name], problem, default, origins, example_is_value=True)
+    return problem
 
 
 def _message(
@@ -538,4 +558,35 @@ def _check_evaluation(cfg: dict[str, Any]) -> Problem:
     if taken:
         return ("compare_graphs", f"uses the name {sorted(taken)[0]!r}, which the evaluation "
                 "gives its own classifiers", "{'CKF_2022': 'path/to/graph.pb'}")  # fmt: skip
+    return None
+
+
+def _check_search(cfg: dict[str, Any]) -> Problem:
+    """The search space names searchable settings, each value one the setting accepts."""
+    described = describe_config()
+    sections = {name: setting.section for name, setting in described.items()}
+    defaults = {name: setting.default for name, setting in described.items()}
+    try:
+        dimensions = parse_space(cfg["search_space"], sections, defaults)
+    except SpaceError as error:
+        return "search_space", error.problem, error.example
+    for name, dimension in dimensions.items():
+        for value in dimension.candidates():
+            try:
+                _Schema(**{**cfg, name: value})
+            except ValidationError as error:
+                problem = _problem_text(error.errors()[0], defaults[name])
+                good = defaults["search_space"].get(name, [defaults[name]])
+                text = f"gives {name!r} {dimension.describe(value)}, which {problem}"
+                return "search_space", text, f"{name!r}: {good!r}"
+    storage = cfg["search_storage"]
+    if storage:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            make_url(storage)
+        except ArgumentError:
+            return ("search_storage", "is no database URL ('' for search/study.db in the search "
+                    "folder)", "sqlite:///searches/dnn.db")  # fmt: skip
     return None
