@@ -107,8 +107,8 @@ def run_stages(cfg: dict[str, Any], job: Job, timer: StageTimer, summary: dict[s
 
 
 def search(cfg: dict[str, Any], args: Any) -> int:
-    """--search (or --resume of a search): load and balance once, then the study's trials, each
-    in a run folder under the search's folder (pipeline/search.py)."""
+    """--search (or --resume of a search): the study's trials, each in a run folder under the
+    search's folder, on tracks loaded and balanced once (pipeline/search.py)."""
     from pipeline.search import open_search, run_search
     from pipeline.search_outputs import format_summary
 
@@ -118,24 +118,33 @@ def search(cfg: dict[str, Any], args: Any) -> int:
     summary: dict[str, Any] = {}
     with job:
         print(f"Search folder: {job.run_dir}")
-        job.stage("load")
-        with timer("load"):
-            generate_missing_synthetic_samples(cfg)
-            tracks = load_tracks(cfg)
-        job.stage("balance")
-        with timer("balance"):
-            train, validation, _ = balanced_splits(tracks, cfg)
-        del tracks  # the trials need the training and validation tracks only
-        summary["splits"] = {"train": len(train), "validation": len(validation)}
-        print("Balanced splits: " + describe_splits(summary["splits"]))
         job.stage("search")
-        with timer("search"):
-            result = run_search(cfg, job.run_dir, train, validation)
+        result = run_search(
+            cfg, job.run_dir, lambda: search_splits(cfg, job, timer, summary), timer
+        )
         job.done("search", trials=result.trials, best_trial=result.best_trial)
-    summary["run folder"] = job.run_dir
-    print_summary(summary, timer)
+    if timer.seconds:  # nothing was loaded if the study had all its trials already
+        summary["run folder"] = job.run_dir
+        print_summary(summary, timer)
     print(format_summary(result))
     return 0
+
+
+def search_splits(
+    cfg: dict[str, Any], job: Job, timer: StageTimer, summary: dict[str, Any]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The training and validation tracks of every trial of the search."""
+    job.stage("load")
+    with timer("load"):
+        generate_missing_synthetic_samples(cfg)
+        tracks = load_tracks(cfg)
+    job.stage("balance")
+    with timer("balance"):
+        train, validation, _ = balanced_splits(tracks, cfg)
+    summary["splits"] = {"train": len(train), "validation": len(validation)}
+    print("Balanced splits: " + describe_splits(summary["splits"]))
+    job.stage("search")
+    return train, validation
 
 
 def check_inputs(cfg: dict[str, Any], stages: tuple[str, ...]) -> None:

@@ -23,12 +23,15 @@ and search/summary.json (search_summary() reads it back for the evaluation's rep
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import time
 import traceback
+import warnings
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +104,7 @@ def open_search(cfg: dict[str, Any], args: Any) -> Job:
                             "and --record.")  # fmt: skip
     if args.resume is None:
         parent = None if args.run is None else existing_run(args.run, "--run")
+        check_joined_study(cfg)
         return Job(cfg, SEARCH_STAGES, new=True, parent=parent, requested="search")
     if args.run is not None:
         raise SettingsError("--resume continues the search in its folder: drop --run.")
@@ -108,6 +112,7 @@ def open_search(cfg: dict[str, Any], args: Any) -> Job:
     _check_resume_overrides(run, cfg, args)
     if status(run) == "running":
         raise RunError(f"{run} is being run by another process right now (see its history.jsonl)")
+    check_joined_study(cfg)
     return Job(cfg, SEARCH_STAGES, run_dir=run, later_stage="resume")
 
 
@@ -131,16 +136,19 @@ def _check_resume_overrides(run: Path, cfg: dict[str, Any], args: Any) -> None:
 # The study
 # ---------------------------------------------------------------------------------------------
 def run_search(
-    cfg: dict[str, Any], run_dir: Path, train: pd.DataFrame, validation: pd.DataFrame
+    cfg: dict[str, Any],
+    run_dir: Path,
+    splits: Callable[[], tuple[pd.DataFrame, pd.DataFrame]],
+    timer: Any = None,
 ) -> SearchSummary:
-    """Run trials until the study has search_trials finished ones; write the outputs."""
+    """Run trials until the study has search_trials finished ones; write the outputs.
+
+    splits() loads and balances the (training, validation) tracks: called once, and only if
+    the study needs more trials. timer: a StageTimer for the trials' stage, or None.
+    """
     import optuna
     from optuna.trial import TrialState
 
-    from gpusetter import setup_strategy
-
-    optuna.logging.disable_default_handler()  # its lines go to run.log, through the root logger
-    optuna.logging.enable_propagation()
     dimensions = parse_space(
         cfg["search_space"],
         {n: s.section for n, s in describe_config().items()},
@@ -149,39 +157,35 @@ def run_search(
     folder = Path(run_dir) / SEARCH_FOLDER
     folder.mkdir(exist_ok=True)
     study = open_study(cfg, run_dir)
-    fail_abandoned_trials(study, own_storage=not cfg["search_storage"])
+    fail_abandoned_trials(study)
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
     done = len(study.get_trials(deepcopy=False, states=finished))
     print(f"Study {study.study_name!r} in {storage_label(cfg, run_dir)}: {done} of "
           f"{cfg['search_trials']} trials finished")  # fmt: skip
     if done < cfg["search_trials"]:
-        strategy = setup_strategy(
-            gpus=cfg["gpus"],
-            min_free_gpu_memory_mb=cfg["min_free_gpu_memory_mb"],
-            logical_devices_per_gpu=cfg["logical_devices_per_gpu"],
-            gpu_memory_growth=cfg["gpu_memory_growth"],
-            cpu_replicas=cfg["cpu_replicas"],
-        )
-        objective = Objective(cfg, Path(run_dir), dimensions, train, validation, strategy)
-        study.optimize(
-            objective,
-            callbacks=[
-                optuna.study.MaxTrialsCallback(cfg["search_trials"], states=finished),
-                lambda study, trial: write_trials_csv(study, dimensions, folder),
-            ],
-            gc_after_trial=True,
-        )
+        train, validation = splits()
+        with timer("search") if timer is not None else contextlib.nullcontext():
+            objective = Objective(cfg, Path(run_dir), dimensions, train, validation)
+            study.optimize(
+                objective,
+                callbacks=[
+                    optuna.study.MaxTrialsCallback(cfg["search_trials"], states=finished),
+                    lambda study, trial: write_trials_csv(study, dimensions, folder),
+                ],
+                gc_after_trial=True,
+            )
     return write_outputs(study, cfg, Path(run_dir), dimensions, storage_label(cfg, run_dir))
 
 
-def storage_url(cfg: dict[str, Any], run_dir: Path) -> str:
+def storage_url(cfg: dict[str, Any], run_dir: Path | None) -> str:
     """The study's database: search_storage, or search/study.db in the search folder (found
     from the folder each time, so that a moved folder still resumes)."""
-    path = Path(run_dir).resolve() / SEARCH_FOLDER / STUDY_FILE
-    return cfg["search_storage"] or f"sqlite:///{path}"
+    if cfg["search_storage"] or run_dir is None:
+        return cfg["search_storage"]
+    return f"sqlite:///{Path(run_dir).resolve() / SEARCH_FOLDER / STUDY_FILE}"
 
 
-def storage_label(cfg: dict[str, Any], run_dir: Path) -> str:
+def storage_label(cfg: dict[str, Any], run_dir: Path | None) -> str:
     """The storage URL as it may be printed and written down: without a password."""
     from sqlalchemy.engine import make_url
 
@@ -192,22 +196,12 @@ def open_study(cfg: dict[str, Any], run_dir: Path) -> Any:
     """Create the study, or join the one of that name in the storage (same settings only)."""
     import optuna
 
-    url = storage_url(cfg, run_dir)
-    # SQLite: wait for a lock held by another process rather than fail at once.
-    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
-    storage = optuna.storages.RDBStorage(
-        url,
-        engine_kwargs=engine,
-        heartbeat_interval=HEARTBEAT_SECONDS,
-        grace_period=GRACE_SECONDS,
-        heartbeat_stale_trial_callback=requeue,
-    )
     pruner = optuna.pruners.MedianPruner(
         n_startup_trials=PRUNER_STARTUP_TRIALS, n_warmup_steps=PRUNER_WARMUP_EPOCHS
     )
     study = optuna.create_study(
-        storage=storage,
-        study_name=cfg["search_name"] or cfg["run_name"],
+        storage=_storage(storage_url(cfg, run_dir)),
+        study_name=study_name(cfg),
         direction="minimize",
         pruner=pruner,
         load_if_exists=True,
@@ -215,6 +209,47 @@ def open_study(cfg: dict[str, Any], run_dir: Path) -> Any:
     _check_same_settings(study, cfg, storage_label(cfg, run_dir))
     study.sampler = optuna.samplers.TPESampler(seed=sampler_seed(cfg, study))
     return study
+
+
+def study_name(cfg: dict[str, Any]) -> str:
+    return cfg["search_name"] or cfg["run_name"]
+
+
+def check_joined_study(cfg: dict[str, Any]) -> None:
+    """Before any folder is made: a study this command would join in a storage it is given
+    was made with the same settings."""
+    import optuna
+
+    if not cfg["search_storage"]:
+        return
+    storage = _storage(cfg["search_storage"])
+    if study_name(cfg) in optuna.get_all_study_names(storage):
+        study = optuna.load_study(study_name=study_name(cfg), storage=storage)
+        _check_same_settings(study, cfg, storage_label(cfg, None))
+
+
+def _storage(url: str) -> Any:
+    import optuna
+    from sqlalchemy.engine import make_url
+
+    optuna.logging.disable_default_handler()  # its lines go to run.log, through the root logger
+    optuna.logging.enable_propagation()
+    # Heartbeats are "experimental" in Optuna 5: no warning about it on every run.
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+    engine = None
+    if url.startswith("sqlite"):
+        database = make_url(url).database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = {"connect_args": {"timeout": 60}}  # wait for another process's lock
+    return optuna.storages.RDBStorage(
+        url,
+        engine_kwargs=engine,
+        heartbeat_interval=HEARTBEAT_SECONDS,
+        grace_period=GRACE_SECONDS,
+        heartbeat_stale_trial_callback=requeue,
+    )
 
 
 def sampler_seed(cfg: dict[str, Any], study: Any) -> int:
@@ -254,7 +289,7 @@ def _check_same_settings(study: Any, cfg: dict[str, Any], label: str) -> None:
         return
     for name in sorted(set(ours) | set(theirs)):
         if ours.get(name) != theirs.get(name):
-            raise RunError(
+            raise SettingsError(
                 f"the study {study.study_name!r} in {label} was started with {name} = "
                 f"{_short(theirs.get(name))}, this command has {_short(ours.get(name))}: join it "
                 "with the same settings, or give another --search_name"
@@ -269,16 +304,15 @@ def _short(value: Any) -> str:
 # ---------------------------------------------------------------------------------------------
 # Trials that stopped without finishing
 # ---------------------------------------------------------------------------------------------
-def fail_abandoned_trials(study: Any, own_storage: bool) -> None:
-    """Mark failed, and queue again, the trials left running by a killed process: in the
-    search's own storage every running trial (its folder's one process is gone), in a shared
-    one those of a dead process of this host (other hosts' ones by their heartbeat)."""
+def fail_abandoned_trials(study: Any) -> None:
+    """Mark failed, and queue again, the trials left running by a killed process of this host
+    (those of other hosts are found by their heartbeat, when a trial starts)."""
     from optuna.trial import TrialState
 
     host = socket.gethostname()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         attrs = trial.user_attrs
-        if own_storage or (attrs.get("host") == host and not _alive(attrs.get("pid"))):
+        if attrs.get("host") == host and not _alive(attrs.get("pid")):
             failed = study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
             if failed.state == TrialState.FAIL:
                 print(f"trial {trial.number} was left running by a killed process: queued again")
@@ -319,10 +353,19 @@ class Objective:
         dimensions: dict[str, Dimension],
         train: pd.DataFrame,
         validation: pd.DataFrame,
-        strategy: Any,
     ) -> None:
+        from gpusetter import setup_strategy
+
         self.cfg, self.run_dir, self.dimensions = cfg, run_dir, dimensions
-        self.train_split, self.validation, self.strategy = train, validation, strategy
+        self.train_split, self.validation = train, validation
+        # Once per process: TensorFlow configures its devices only once.
+        self.strategy = setup_strategy(
+            gpus=cfg["gpus"],
+            min_free_gpu_memory_mb=cfg["min_free_gpu_memory_mb"],
+            logical_devices_per_gpu=cfg["logical_devices_per_gpu"],
+            gpu_memory_growth=cfg["gpu_memory_growth"],
+            cpu_replicas=cfg["cpu_replicas"],
+        )
 
     def trial_config(self, number: int, values: dict[str, Any]) -> dict[str, Any]:
         """The settings of a trial: the search's, its drawn values, search_epochs epochs."""
@@ -340,20 +383,22 @@ class Objective:
 
         from pipeline.console import log_to
 
+        trial.set_user_attr("host", socket.gethostname())  # who runs it: see fail_abandoned_trials
+        trial.set_user_attr("pid", os.getpid())
         values = suggest(trial, self.dimensions)
         trial_cfg = self.trial_config(trial.number, values)
         folder = self.folder_for(trial, trial_cfg)
-        for name, value in (("run_dir", str(folder)), ("host", socket.gethostname()),
-                            ("pid", os.getpid())):  # fmt: skip
-            trial.set_user_attr(name, value)
+        trial.set_user_attr("run_dir", str(folder))
         print(f"\ntrial {trial.number}: {format_params(values)}\n  in {folder}", flush=True)
         start = time.perf_counter()
         log_to(folder / LOG)
         try:
             value = self.train(trial, trial_cfg, folder)
-        except optuna.TrialPruned as pruned:
-            record(folder, "finished", stages=["train"], pruned=str(pruned))
-            print(f"trial {trial.number}: pruned ({pruned}), {_seconds(start)}")
+        except optuna.TrialPruned:
+            epochs = len(_frozen(trial).intermediate_values)
+            record(folder, "finished", stages=["train"], pruned_after_epochs=epochs)
+            print(f"trial {trial.number}: pruned after {epochs} epoch(s) (validation loss above "
+                  f"the median of the earlier trials'), {_seconds(start)}")  # fmt: skip
             raise
         except (Interrupted, KeyboardInterrupt) as error:
             record(folder, "interrupted", stage="train", reason=str(error) or "SIGINT")
@@ -371,6 +416,9 @@ class Objective:
     def folder_for(self, trial: Any, trial_cfg: dict[str, Any]) -> Path:
         """The trial's run folder: a new one, or that of the trial it continues."""
         previous = trial.user_attrs.get("continues")
+        if previous is None and "retry_of" in trial.user_attrs:  # killed before it noted it
+            number = trial.user_attrs["retry_of"]
+            previous = next(iter((self.run_dir / TRIALS_FOLDER).glob(f"*_trial{number:04d}")), None)
         if previous and (Path(previous) / "config.py").is_file():
             record(Path(previous), "started", stages=["train"], trial=trial.number)
             return Path(previous)

@@ -84,7 +84,10 @@ def trials_table(study: Any, dimensions: dict[str, Dimension]) -> pd.DataFrame:
                 **{name: _cell(value) for name, value in values.items()},
             }
         )
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if len(table):
+        table["retry_of"] = table["retry_of"].astype("Int64")  # 3, not 3.0 beside empty cells
+    return table
 
 
 def _cell(value: Any) -> Any:
