@@ -160,8 +160,8 @@ def run_search(
     fail_abandoned_trials(study)
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
     done = len(study.get_trials(deepcopy=False, states=finished))
-    print(f"Study {study.study_name!r} in {storage_label(cfg, run_dir)}: {done} of "
-          f"{cfg['search_trials']} trials finished")  # fmt: skip
+    print(f"Study {study.study_name!r} in {storage_label(cfg, run_dir)}: {done} trials "
+          f"finished, search_trials = {cfg['search_trials']}")  # fmt: skip
     if done < cfg["search_trials"]:
         train, validation = splits()
         with timer("search") if timer is not None else contextlib.nullcontext():
