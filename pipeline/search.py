@@ -109,6 +109,9 @@ def open_search(cfg: dict[str, Any], args: Any) -> Job:
     if args.run is not None:
         raise SettingsError("--resume continues the search in its folder: drop --run.")
     run = existing_run(args.resume, "--resume")
+    if not is_search_run(run):
+        raise SettingsError(f"--resume {args.resume}: a run, not a search; drop --search to "
+                            "continue it.")  # fmt: skip
     _check_resume_overrides(run, cfg, args)
     if status(run) == "running":
         raise RunError(f"{run} is being run by another process right now (see its history.jsonl)")

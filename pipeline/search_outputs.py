@@ -10,7 +10,8 @@ trials of every process that shares it):
     param_importances.png     how much each setting explains of the value (from 3 trials on)
     best_config.py            the settings of the best trial with the full `epochs`:
                               python main.py --config results/<run>/search/best_config.py
-    summary.json              best trial, value, settings, the paths above: search_summary()
+    summary.json              best trial, value, settings, the paths above: search_summary();
+                              search_of_run() finds the search a final training came from
 
 Every file is written atomically and rewritten when a later process or --resume adds trials.
 """
@@ -199,6 +200,21 @@ def search_of_config(path: Path) -> Path | None:
     folder = path.parent
     if path.name == BEST_CONFIG and folder.name == SEARCH_FOLDER and (folder / SUMMARY).is_file():
         return folder.parent
+    return None
+
+
+def search_of_run(run_dir: Path) -> Path | None:
+    """The search a run's settings came from: the run was made with --config <a search's
+    best_config.py> (a relative path is taken from the working folder)."""
+    from pipeline.runs import history
+
+    created = next((e for e in history(Path(run_dir)) if e["event"] == "created"), {})
+    command = [str(token) for token in created.get("command", [])]
+    for i, token in enumerate(command):
+        if token == "--config" and i + 1 < len(command):
+            return search_of_config(Path(command[i + 1]))
+        if token.startswith("--config="):
+            return search_of_config(Path(token.split("=", 1)[1]))
     return None
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ast
 import difflib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -158,6 +159,37 @@ def _range(name: str, entry: Any, default: Any) -> Range:
     if integer:
         return Range(low, high, bool(scale), integer=True)
     return Range(float(low), float(high), bool(scale), integer=False)
+
+
+def check_search_settings(
+    cfg: dict[str, Any],
+    sections: dict[str, str],
+    defaults: dict[str, Any],
+    problem_of: Callable[[str, Any], str | None],
+) -> tuple[str, str, str] | None:
+    """The first problem of the search settings as (setting, what is wrong, an example), or
+    None. problem_of(name, value): what the setting's own check says of a value, or None."""
+    try:
+        dimensions = parse_space(cfg["search_space"], sections, defaults)
+    except SpaceError as error:
+        return "search_space", error.problem, error.example
+    for name, dimension in dimensions.items():
+        for value in dimension.candidates():
+            problem = problem_of(name, value)
+            if problem is not None:
+                good = defaults["search_space"].get(name, [defaults[name]])
+                text = f"gives {name!r} {dimension.describe(value)}, which {problem}"
+                return "search_space", text, f"{name!r}: {good!r}"
+    if cfg["search_storage"]:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            make_url(cfg["search_storage"])
+        except ArgumentError:
+            return ("search_storage", "is no database URL ('' for search/study.db in the search "
+                    "folder)", "sqlite:///searches/dnn.db")  # fmt: skip
+    return None
 
 
 # ---------------------------------------------------------------------------------------------

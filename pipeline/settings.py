@@ -29,7 +29,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from cmssw.ntuple import ALGORITHMS, LABEL_BRANCHES
-from pipeline.search_space import SpaceError, parse_space
+from pipeline.search_space import check_search_settings
 
 CONFIG_FILE = Path(__file__).resolve().parents[1] / "config.py"
 STAGES = ("all", "load", "balance", "train", "freeze", "evaluate")
@@ -562,31 +562,16 @@ def _check_evaluation(cfg: dict[str, Any]) -> Problem:
 
 
 def _check_search(cfg: dict[str, Any]) -> Problem:
-    """The search space names searchable settings, each value one the setting accepts."""
+    """The search settings: a space of searchable settings, each value one the setting takes."""
     described = describe_config()
     sections = {name: setting.section for name, setting in described.items()}
     defaults = {name: setting.default for name, setting in described.items()}
-    try:
-        dimensions = parse_space(cfg["search_space"], sections, defaults)
-    except SpaceError as error:
-        return "search_space", error.problem, error.example
-    for name, dimension in dimensions.items():
-        for value in dimension.candidates():
-            try:
-                _Schema(**{**cfg, name: value})
-            except ValidationError as error:
-                problem = _problem_text(error.errors()[0], defaults[name])
-                good = defaults["search_space"].get(name, [defaults[name]])
-                text = f"gives {name!r} {dimension.describe(value)}, which {problem}"
-                return "search_space", text, f"{name!r}: {good!r}"
-    storage = cfg["search_storage"]
-    if storage:
-        from sqlalchemy.engine import make_url
-        from sqlalchemy.exc import ArgumentError
 
+    def problem_of(name: str, value: Any) -> str | None:
         try:
-            make_url(storage)
-        except ArgumentError:
-            return ("search_storage", "is no database URL ('' for search/study.db in the search "
-                    "folder)", "sqlite:///searches/dnn.db")  # fmt: skip
-    return None
+            _Schema(**{**cfg, name: value})
+        except ValidationError as error:
+            return _problem_text(error.errors()[0], defaults[name])
+        return None
+
+    return check_search_settings(cfg, sections, defaults, problem_of)

@@ -6,6 +6,7 @@ One workspace for the module, one tiny sample and model; the trials train 1 epoc
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -16,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.search_outputs import search_of_config, search_summary
+from pipeline.search_outputs import search_of_run, search_summary
 from pipeline.settings import SettingsError, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,7 +91,7 @@ def first(tmp_path_factory) -> tuple[Path, Path]:
     return work, search
 
 
-def test_a_search_writes_its_trials_plots_and_the_best_settings(first):
+def test_a_search_writes_its_trials_plots_and_the_best_settings(first, tmp_path):
     work, search = first
     table = trials(search)
     assert list(table["trial"]) == [0, 1, 2] and set(table["state"]) == {"COMPLETE"}
@@ -112,7 +113,16 @@ def test_a_search_writes_its_trials_plots_and_the_best_settings(first):
     summary = search_summary(search)
     assert summary.best_trial == best["trial"] and summary.best_config == best_config
     assert summary.best_value == pytest.approx(best["value"])
-    assert search_of_config(best_config) == search
+
+    final = tmp_path / "final_run"  # the history of a run made with --config best_config.py
+    final.mkdir()
+    created = {
+        "event": "created",
+        "stage": "all",
+        "command": ["main.py", "--config", str(best_config)],
+    }
+    (final / "history.jsonl").write_text(json.dumps(created) + "\n")
+    assert search_of_run(final) == search
 
 
 @pytest.fixture(scope="module")
