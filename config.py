@@ -244,6 +244,28 @@ bootstrap_samples = 200
 train_bdt = True  # a gradient-boosted-tree baseline on the same training tracks and features
 
 # ---------------------------------------------------------------------------------------------
+# Search: hyperparameter search with python main.py --search (pipeline/search.py, Optuna)
+# ---------------------------------------------------------------------------------------------
+search_trials = 20  # trials the study should finish (completed or pruned), over all processes
+search_epochs = 5  # epochs per trial (the final training with best_config.py uses `epochs`)
+# Model and training settings to search, name -> a list of choices, or a range (low, high)
+# (uniform) or (low, high, "log") (log-uniform); integers for an integer setting.
+search_space = {
+    "hidden_layers": [[64, 32], [128, 64, 32], [128, 128, 64, 64, 32], [256, 128, 64, 32]],
+    "activation": ["elu", "relu", "gelu", "silu"],
+    "batch_norm": [True, False],
+    "dropout": (0.0, 0.3),
+    "l2": (1e-7, 1e-3, "log"),
+    "learning_rate": (1e-4, 1e-2, "log"),
+    "batch_size": [256, 512, 1024, 2048],
+}
+# Where the study lives: "" is search/study.db in the search's run folder; or any database URL
+# Optuna accepts (sqlite:////shared/searches/dnn.db, postgresql://...). Processes given the same
+# storage and search_name share one study and add trials to it.
+search_storage = ""
+search_name = ""  # the study's name in the storage; "": the run_name
+
+# ---------------------------------------------------------------------------------------------
 # Outputs
 # ---------------------------------------------------------------------------------------------
 results_dir = "results"  # run folders are made here: results/<time>_<run_name>/

@@ -4,7 +4,8 @@
     python main.py                                  # the whole pipeline, settings from config.py
     python main.py --epochs 3 --batch_size 4096     # any setting of config.py, overridden
     python main.py --config my_config.py            # a file of settings over config.py
-    python main.py --resume results/<run>           # continue an interrupted run
+    python main.py --resume results/<run>           # continue an interrupted run (or search)
+    python main.py --search --search_trials 40      # a hyperparameter search (pipeline/search.py)
     python main.py --stage evaluate --run results/latest
 
 Each run has its own folder results/<time>_<run_name>/, written once and then only added to
@@ -34,12 +35,15 @@ from helper_functions import (
 )
 from pipeline.files import write_new_file
 from pipeline.runs import HOLDOUT, Interrupted, Job, RunError, history, open_job, run_summary
+from pipeline.search import wants_search
 from pipeline.settings import SettingsError, load_config, settings_text
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run what the command line asks; returns the exit status (errors raise)."""
     cfg, args = load_config(argv)  # every setting checked before anything is read
+    if wants_search(args):
+        return search(cfg, args)
     role = cluster_role(cfg["cluster"])  # one of several workers training together?
     if role.count > 1 and args.resume is not None:
         raise SettingsError(
@@ -129,6 +133,47 @@ def run_stages(cfg: dict[str, Any], job: Job, timer: StageTimer, summary: dict[s
         summary["report"] = out / "report.html"
         job.done("evaluate", folder=str(out))
         write_model_card(job, cfg, exports, model, new_model_auc(metrics), None)
+
+
+def search(cfg: dict[str, Any], args: Any) -> int:
+    """--search (or --resume of a search): the study's trials, each in a run folder under the
+    search's folder, on tracks loaded and balanced once (pipeline/search.py)."""
+    from pipeline.search import open_search, run_search
+    from pipeline.search_outputs import format_summary
+
+    job = open_search(cfg, args)
+    check_inputs(cfg, job.stages)
+    timer = StageTimer()
+    summary: dict[str, Any] = {}
+    with job:
+        print(f"Search folder: {job.run_dir}")
+        job.stage("search")
+        result = run_search(
+            cfg, job.run_dir, lambda: search_splits(cfg, job, timer, summary), timer
+        )
+        job.done("search", trials=result.trials, best_trial=result.best_trial)
+    if timer.seconds:  # nothing was loaded if the study had all its trials already
+        summary["run folder"] = job.run_dir
+        print_summary(summary, timer)
+    print(format_summary(result))
+    return 0
+
+
+def search_splits(
+    cfg: dict[str, Any], job: Job, timer: StageTimer, summary: dict[str, Any]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The training and validation tracks of every trial of the search."""
+    job.stage("load")
+    with timer("load"):
+        generate_missing_synthetic_samples(cfg)
+        tracks = load_tracks(cfg)
+    job.stage("balance")
+    with timer("balance"):
+        train, validation, _ = balanced_splits(tracks, cfg)
+    summary["splits"] = {"train": len(train), "validation": len(validation)}
+    print("Balanced splits: " + describe_splits(summary["splits"]))
+    job.stage("search")
+    return train, validation
 
 
 def check_inputs(cfg: dict[str, Any], stages: tuple[str, ...]) -> None:

@@ -35,12 +35,12 @@ LATEST = "latest"
 STAGES_FOLDER = "stages"
 
 # What a later stage on an existing run may change, by config.py section: how files are read,
-# which devices run it, and the settings of that stage itself. Anything else would contradict
-# what the run trained.
+# which devices run it, and the settings of that stage itself (the search's settings never
+# matter to one run). Anything else would contradict what the run trained.
 CHANGEABLE = {
-    "freeze": {"Loading", "Devices", "Freezing", "Outputs"},
-    "evaluate": {"Loading", "Devices", "Evaluation", "Outputs"},
-    "resume": {"Loading", "Devices", "Outputs"},
+    "freeze": {"Loading", "Devices", "Freezing", "Outputs", "Search"},
+    "evaluate": {"Loading", "Devices", "Evaluation", "Outputs", "Search"},
+    "resume": {"Loading", "Devices", "Outputs", "Search"},
 }
 
 

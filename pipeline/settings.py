@@ -31,6 +31,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from cmssw.classifiers import LWTNN_INPUTS, deploy_target_mismatch, step_name
 from cmssw.ntuple import ALGORITHMS, DNN_ITERATIONS, LABEL_BRANCHES
 from pipeline.files import write_new_file
+from pipeline.search_space import check_search_settings
 
 CONFIG_FILE = Path(__file__).resolve().parents[1] / "config.py"
 STAGES = ("all", "load", "balance", "train", "freeze", "evaluate")
@@ -156,6 +157,9 @@ def _parser(settings: dict[str, Setting]) -> _Parser:
     run.add_argument("--resume", type=Path, metavar="RUN",
                      help="continue an interrupted run (training from its last saved state, "
                      "then the stages it has not finished)")  # fmt: skip
+    run.add_argument("--search", action="store_true",
+                     help="a hyperparameter search over search_space (section Search) instead "
+                     "of one training; continue one with --resume")  # fmt: skip
     run.add_argument("--record", action="store_true",
                      help="with --stage load or balance: keep a run folder of it")  # fmt: skip
     run.add_argument("--debug", action="store_true", help="show tracebacks in the terminal")
@@ -372,6 +376,11 @@ class _Schema(BaseModel):
     target_efficiencies: Annotated[list[Annotated[float, Field(gt=0.0, le=1.0)]],
                                    BeforeValidator(_as_list)]  # fmt: skip
     train_bdt: bool
+    search_trials: Positive
+    search_epochs: Positive
+    search_space: dict[str, list | tuple]  # each entry checked by _check_search
+    search_storage: str
+    search_name: str
     results_dir: str = Field(min_length=1)
     run_name: str = Field(pattern=r"^[A-Za-z0-9_.+-]+$")
 
@@ -395,6 +404,7 @@ def check_settings(cfg: dict[str, Any], origins: dict[str, str] | None = None) -
         _check_deploy_target,
         _check_iterations,
         _check_evaluation,
+        _check_search,
     ):
         problem = check(cfg)
         if problem is not None:
@@ -404,10 +414,15 @@ def check_settings(cfg: dict[str, Any], origins: dict[str, str] | None = None) -
 
 
 def _type_message(name: str, cfg: dict, error: dict, origins: dict, defaults: dict) -> str:
+    problem = _problem_text(error, defaults.get(name))
+    return _message(name, cfg[name], problem, defaults.get(name), origins, example_is_value=True)
+
+
+def _problem_text(error: dict, default: Any) -> str:
+    """What pydantic's error says is wrong with a value, in the words of the messages."""
     kind = error["type"]
     where = "".join(f"[{part!r}]" for part in error["loc"][1:])
     context = error.get("ctx") or {}
-    default = defaults.get(name)
     if kind.endswith("_type") or kind in ("bool_parsing", "int_from_float"):
         problem = f"should be of type {type(default).__name__}"
         if where:
@@ -431,7 +446,7 @@ def _type_message(name: str, cfg: dict, error: dict, origins: dict, defaults: di
         problem = "should be a finite number"
     else:
         problem = error["msg"][:1].lower() + error["msg"][1:] + (f" (at {where})" if where else "")
-    return _message(name, cfg[name], problem, default, origins, example_is_value=True)
+    return problem
 
 
 def _message(
@@ -590,3 +605,19 @@ def _check_evaluation(cfg: dict[str, Any]) -> Problem:
         return ("compare_graphs", f"uses the name {sorted(taken)[0]!r}, which the evaluation "
                 "gives its own classifiers", "{'CKF_2022': 'path/to/graph.pb'}")  # fmt: skip
     return None
+
+
+def _check_search(cfg: dict[str, Any]) -> Problem:
+    """The search settings: a space of searchable settings, each value one the setting takes."""
+    described = describe_config()
+    sections = {name: setting.section for name, setting in described.items()}
+    defaults = {name: setting.default for name, setting in described.items()}
+
+    def problem_of(name: str, value: Any) -> str | None:
+        try:
+            _Schema(**{**cfg, name: value})
+        except ValidationError as error:
+            return _problem_text(error.errors()[0], defaults[name])
+        return None
+
+    return check_search_settings(cfg, sections, defaults, problem_of)
