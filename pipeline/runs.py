@@ -124,6 +124,15 @@ def run_summary(run_dir: Path) -> dict[str, Any]:
             )
         if last.get("stopped_early"):
             summary["stopped_early_at_epoch"] = last.get("epochs")
+    from pipeline.search_outputs import search_of_run, search_summary
+
+    search = search_of_run(run_dir)
+    found = search_summary(search) if search is not None else None
+    if found is not None:  # the run trains a search's best settings: link the search
+        files = [found.trials_csv, found.best_config, *found.plots]
+        summary["hyperparameter_search"] = [
+            {"title": path.name, "href": str(path)} for path in files if path is not None
+        ]
     return summary
 
 

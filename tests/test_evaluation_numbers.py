@@ -43,7 +43,7 @@ from evaluation.stats import (
     percentile_interval,
 )
 from evaluation.verdict import sentence, tally
-from helper_functions import default_config
+from pipeline.settings import default_config
 
 CFG = default_config()
 

@@ -18,7 +18,7 @@ from evaluation import compute_metrics
 from evaluation.metrics import pass_fraction
 from evaluation.names import NEW, REFERENCE
 from evaluation.quality_cuts import quality_cuts_text, release_cuts, write_quality_cuts
-from helper_functions import default_config
+from pipeline.settings import default_config
 
 CFG = default_config()
 STEPS = list(CFG["reference_cuts"])  # the release's file order
