@@ -169,6 +169,12 @@ seed = 42
 # Same seed, same result: identical training logs on the CPU, also across an interrupted and
 # resumed run (TensorFlow's deterministic ops; on a GPU they are slower, see README).
 deterministic = True
+# Importance weights in the loss and the weighted validation metrics (the test samples'
+# evaluation counts every track once): a factor per training sample (1 when not listed) times
+# an expression over track branches (e.g. "log1p(clip(trk_pt, 0, 50))"), normalised to mean 1
+# within each iteration. Functions: abs clip exp log log1p sqrt tanh minimum maximum where.
+sample_weights = {}  # e.g. {"displaced": 2.0}
+track_weight = ""  # "": every track weighs the same
 monitor_every = 10  # epochs between ROC/score plots of monitor_samples during training; 0: off
 monitor_samples = []  # the samples watched; []: the first two of test_samples
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cmssw.ntuple import LABEL
+from cmssw.ntuple import ALGORITHMS, LABEL
 from gpusetter import cluster_role
 from helper_functions import (
     StageTimer,
@@ -37,6 +37,7 @@ from pipeline.files import write_new_file
 from pipeline.runs import HOLDOUT, Interrupted, Job, RunError, history, open_job, run_summary
 from pipeline.search import wants_search
 from pipeline.settings import SettingsError, load_config, settings_text
+from tracks.weights import WEIGHT, training_weights
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,7 +209,11 @@ def load_tracks(cfg: dict[str, Any]) -> pd.DataFrame:
     from dataset_loader import DatasetLoader
 
     names = list(dict.fromkeys(cfg["train_samples"] + cfg["test_samples"]))
+    from tracks.weights import branches_of
+
     extra = list(cfg["extra_branches"])
+    if cfg["track_weight"]:
+        extra += [name for name in branches_of(cfg["track_weight"]) if name not in cfg["features"]]
     if cfg["compare_graphs"]:  # production graphs are fed TrackTfClassifier's inputs
         extra += [name for name in TF_GRAPH_FEATURES if name not in cfg["features"]]
     loader = DatasetLoader(
@@ -237,6 +242,14 @@ def balanced_splits(tracks: pd.DataFrame, cfg: dict[str, Any]) -> tuple[pd.DataF
         )
     else:
         balanced = select_iterations(training_tracks, cfg["iterations"], cfg["algo_branch"])
+    if cfg["sample_weights"] or cfg["track_weight"]:  # normalised after the balancing
+        balanced[WEIGHT] = training_weights(
+            balanced,
+            cfg["sample_weights"],
+            cfg["track_weight"],
+            cfg["algo_branch"],
+            [ALGORITHMS[name] for name in cfg["iterations"]],
+        )
     return split_by_events(balanced, cfg["split_fractions"], cfg["seed"])
 
 
@@ -274,8 +287,17 @@ def train_stage(
     )
     chief = cluster_role(cfg["cluster"]).chief
     monitor = monitor_callback(tracks, cfg, run_dir) if chief else None
+    weights = None
+    if WEIGHT in train_split:
+        weights = np.concatenate([train_split[WEIGHT].to_numpy(), validation[WEIGHT].to_numpy()])
     return train_model(
-        train_split, validation, cfg, strategy, run_dir, callbacks=[monitor] if monitor else []
+        train_split,
+        validation,
+        cfg,
+        strategy,
+        run_dir,
+        callbacks=[monitor] if monitor else [],
+        weights=weights,
     )
 
 

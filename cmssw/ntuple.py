@@ -81,3 +81,28 @@ DNN_ITERATIONS = (
 # (the matched particles of each track), and a track is true when its entry is non-empty.
 LABEL = "trk_isTrue"
 LABEL_BRANCHES = ("trk_isTrue", "trk_simTrkIdx")
+
+# The per-track branches (std::vector<T>, one value per track) and their element types.
+_FLOAT_TRACK_BRANCHES = (
+    "px", "py", "pz", "pt", "inner_px", "inner_py", "inner_pz", "inner_pt", "outer_px",
+    "outer_py", "outer_pz", "outer_pt", "eta", "lambda", "cotTheta", "phi", "dxy", "dz", "dxyPV",
+    "dzPV", "dxyClosestPV", "dzClosestPV", "ptErr", "etaErr", "lambdaErr", "phiErr", "dxyErr",
+    "dzErr", "refpoint_x", "refpoint_y", "refpoint_z", "nChi2", "nChi2_1Dmod", "ndof", "mva",
+    "bestSimTrkShareFrac", "bestSimTrkNChi2",
+)  # fmt: skip
+_UINT_TRACK_BRANCHES = (
+    "nValid", "nLost", "nInactive", "nPixel", "nStrip", "nOuterLost", "nInnerLost",
+    "nOuterInactive", "nInnerInactive", "nPixelLay", "nStripLay", "n3DLay", "nLostLay", "nCluster",
+    "algo", "originalAlgo",
+)  # fmt: skip
+TRACK_BRANCHES = {
+    **{f"trk_{name}": "float32" for name in _FLOAT_TRACK_BRANCHES},
+    **{f"trk_{name}": "uint32" for name in _UINT_TRACK_BRANCHES},
+    "trk_q": "int32",
+    "trk_vtxIdx": "int32",
+    "trk_bestSimTrkIdx": "int32",
+    "trk_stopReason": "uint16",
+    "trk_qualityMask": "uint16",
+    "trk_isHP": "int16",
+    "trk_algoMask": "uint64",
+}

@@ -177,6 +177,12 @@ def evaluate(
     timing = {"scores_s": time.perf_counter() - start}
 
     metrics = compute_metrics(test, scores, cfg, run_dir.name)
+    if cfg.get("sample_weights") or cfg.get("track_weight"):
+        notes.append(
+            "the training weighted its tracks (sample_weights "
+            f"{cfg.get('sample_weights') or {}}, track_weight {cfg.get('track_weight') or '-'!r}); "
+            "every number here counts each test track once, unweighted"
+        )
     metrics.update(skipped_classifiers=skipped, notes=notes + metrics["notes"])
     timing["metrics_s"] = time.perf_counter() - start - timing["scores_s"]
 

@@ -36,7 +36,7 @@ from pipeline.search_space import check_search_settings
 CONFIG_FILE = Path(__file__).resolve().parents[1] / "config.py"
 STAGES = ("all", "load", "balance", "train", "freeze", "evaluate")
 # Names of the DataFrame's own columns: a feature or extra branch may not take them.
-RESERVED_COLUMNS = ("trk_isTrue", "event_index", "sample")
+RESERVED_COLUMNS = ("trk_isTrue", "event_index", "sample", "weight")
 
 # Choices that the model builder accepts; listed here so that they are checked without Keras.
 ACTIVATIONS = (
@@ -357,6 +357,8 @@ class _Schema(BaseModel):
     checkpoint_every: NonNegative
     seed: NonNegative
     deterministic: bool
+    sample_weights: dict[str, Annotated[float, Field(gt=0.0, allow_inf_nan=False)]]
+    track_weight: str
     monitor_every: NonNegative
     monitor_samples: Names
     gpus: Annotated[int, Field(ge=-1)]
@@ -404,6 +406,7 @@ def check_settings(cfg: dict[str, Any], origins: dict[str, str] | None = None) -
         _check_deploy_target,
         _check_iterations,
         _check_evaluation,
+        _check_weights,
         _check_search,
     ):
         problem = check(cfg)
@@ -560,6 +563,21 @@ def _check_deploy_target(cfg: dict[str, Any]) -> Problem:
     if cfg["deploy_target"] == "lwtnn" and cfg["feature_transforms"]:
         return ("feature_transforms", "is not empty, but lwtnn applies no transform (only "
                 "(x + offset) * scale)", "feature_transforms = {}")  # fmt: skip
+    return None
+
+
+def _check_weights(cfg: dict[str, Any]) -> Problem:
+    for name in cfg["sample_weights"]:
+        if name not in cfg["train_samples"]:
+            return ("sample_weights", f"names {name!r}, which is not a training sample"
+                    f"{_suggest(name, cfg['train_samples'])}", "{'displaced': 2.0}")  # fmt: skip
+    if cfg["track_weight"]:
+        from tracks.weights import ExpressionError, branches_of
+
+        try:
+            branches_of(cfg["track_weight"])
+        except ExpressionError as error:
+            return "track_weight", str(error), "'log1p(clip(trk_pt, 0, 50))'"
     return None
 
 
