@@ -189,14 +189,11 @@ def _build(
     del features  # the TrackData holds the only copy now
     with strategy.scope():
         trainer = Trainer(network(), data)
-        auc = [keras.metrics.AUC(name="auc")]
         trainer.compile(
             optimizer=keras.optimizers.Adam(learning_rate_schedule(cfg, data.steps_per_epoch)),
-            loss="binary_crossentropy",
-            metrics=auc if weights is None else None,
-            weighted_metrics=[keras.metrics.AUC(name="weighted_auc")]
-            if weights is not None
-            else None,
+            loss="binary_crossentropy",  # weighted by the sample weights, when given
+            metrics=[keras.metrics.AUC(name="auc")],
+            weighted_metrics=None if weights is None else [keras.metrics.AUC(name="weighted_auc")],
             steps_per_execution=1 if data.replicas > 1 else STEPS_PER_EXECUTION,
         )
         trainer.build_for(np.arange(min(4, len(train))))
