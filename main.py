@@ -303,19 +303,14 @@ def train_stage(
 
 def freeze(job: Job, cfg: dict[str, Any], model: Any) -> tuple[Any, Any]:
     """Export the model as deploy_target asks (frozen_graph.pb and model.onnx, or
-    lwtnn_network.json), each checked against the Keras model on the held-out tracks; on a
-    run that has them already, check those instead. Returns (the exports, the model)."""
-    from deploy.export import existing_exports, export_model, verify_exports
+    lwtnn_network.json), each checked against the Keras model on the held-out tracks; a file
+    the run has already is checked again, never rewritten. Returns (the exports, the model)."""
+    from deploy.export import export_model
     from model_freeze import load_holdout
 
     model = model if model is not None else load_model(job.run_dir)
-    target = cfg["deploy_target"]
-    done = existing_exports(job.run_dir, target).files
-    export = verify_exports if done else export_model
-    report = export(model, job.run_dir, target, cfg["features"], load_holdout(job.run_dir),
-                    cfg["freeze_tolerance"])  # fmt: skip
-    if done:
-        print(f"{job.run_dir.name} has its exports already: checked them again")
+    report = export_model(model, job.run_dir, cfg["deploy_target"], cfg["features"],
+                          load_holdout(job.run_dir), cfg["freeze_tolerance"])  # fmt: skip
     return report, model
 
 

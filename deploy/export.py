@@ -2,8 +2,8 @@
 
 deploy_target "tf_graph" (TrackTfClassifier) and "custom": frozen_graph.pb, then model.onnx
 converted from it; "lwtnn" (TrackLwtnnClassifier): lwtnn_network.json. Then model_card.json
-beside them. main.py's freeze stage calls export_model (or verify_exports on a run that has
-its files already) and write_run_model_card.
+beside them. main.py's freeze stage calls export_model (which checks again, instead of
+writing, a file the run has already) and write_run_model_card.
 """
 
 from __future__ import annotations
@@ -29,9 +29,10 @@ class DeployReport:
     freeze: FreezeReport | None = None
     onnx: OnnxReport | None = None
     lwtnn: LwtnnReport | None = None
+    checked: list[Path] = field(default_factory=list)  # files the run had, checked again
 
     def lines(self) -> list[str]:
-        """One summary line per file written."""
+        """One summary line per file, written or checked again."""
         out = []
         if self.freeze:
             f = self.freeze
@@ -52,7 +53,8 @@ class DeployReport:
                 f"{w.max_abs_difference:.1e} on {w.checked_tracks} held-out tracks; "
                 f"{w.non_finite_tracks} with a non-finite input give NaN in both)"
             )
-        return out
+        names = {path.name for path in self.checked}
+        return [f"{line} [checked again]" if _names(line) & names else line for line in out]
 
 
 def export_model(
@@ -64,18 +66,32 @@ def export_model(
     tolerance: float = 1e-5,
 ) -> DeployReport:
     """Write the deploy target's files into run_dir, each checked against the Keras model on
-    check_inputs ({"x", "y"}: the held-out tracks; lwtnn uses x only)."""
+    check_inputs ({"x", "y"}: the held-out tracks; lwtnn uses x only). A file the run has
+    already is checked the same way instead of written again (report.checked names it)."""
     run_dir = Path(run_dir)
     report = DeployReport(deploy_target)
     inputs = {name: np.asarray(value) for name, value in check_inputs.items()}
     if deploy_target == "lwtnn":
-        report.lwtnn = export_lwtnn(model, run_dir / LWTNN_FILE, features, inputs["x"], tolerance)
-        report.files.append(report.lwtnn.path)
+        path = run_dir / LWTNN_FILE
+        if path.is_file():
+            report.lwtnn = check_lwtnn(model, path, inputs["x"], tolerance)
+            report.checked.append(path)
+        else:
+            report.lwtnn = export_lwtnn(model, path, features, inputs["x"], tolerance)
+        report.files.append(path)
         return report
-    report.freeze = freeze_model(model, run_dir / GRAPH_FILE, inputs, tolerance, deploy_target)
-    graph_def = load_graph_def(report.freeze.path)
-    report.onnx = export_onnx(graph_def, run_dir / ONNX_FILE, model, inputs, tolerance)
-    report.files += [report.freeze.path, report.onnx.path]
+    graph, onnx = run_dir / GRAPH_FILE, run_dir / ONNX_FILE
+    if graph.is_file():
+        report.freeze = verify_graph(graph, model, inputs, tolerance, deploy_target)
+        report.checked.append(graph)
+    else:
+        report.freeze = freeze_model(model, graph, inputs, tolerance, deploy_target)
+    if onnx.is_file():
+        report.onnx = check_onnx(onnx, model, inputs, tolerance)
+        report.checked.append(onnx)
+    else:
+        report.onnx = export_onnx(load_graph_def(graph), onnx, model, inputs, tolerance)
+    report.files += [graph, onnx]
     return report
 
 
@@ -105,33 +121,15 @@ def write_run_model_card(
     return write_model_card(card, Path(run_dir) / MODEL_CARD_FILE)
 
 
+def _names(line: str) -> set[str]:
+    return {Path(word.rstrip(":;,()")).name for word in line.split() if "/" in word}
+
+
 def existing_exports(run_dir: Path, deploy_target: str) -> DeployReport:
     """A DeployReport of the files an earlier export left in run_dir."""
     names = [LWTNN_FILE] if deploy_target == "lwtnn" else [GRAPH_FILE, ONNX_FILE]
     files = [Path(run_dir) / name for name in names if (Path(run_dir) / name).is_file()]
     return DeployReport(deploy_target, files)
-
-
-def verify_exports(
-    model: keras.Model,
-    run_dir: Path,
-    deploy_target: str,
-    features: Sequence[str],
-    check_inputs: Mapping[str, np.ndarray],
-    tolerance: float = 1e-5,
-) -> DeployReport:
-    """Check the files an earlier export left in run_dir against the Keras model, as
-    export_model checks new ones; nothing is written."""
-    run_dir = Path(run_dir)
-    report = existing_exports(run_dir, deploy_target)
-    inputs = {name: np.asarray(value) for name, value in check_inputs.items()}
-    if deploy_target == "lwtnn":
-        report.lwtnn = check_lwtnn(model, run_dir / LWTNN_FILE, inputs["x"], tolerance)
-        return report
-    report.freeze = verify_graph(run_dir / GRAPH_FILE, model, inputs, tolerance, deploy_target)
-    if (run_dir / ONNX_FILE).is_file():
-        report.onnx = check_onnx(run_dir / ONNX_FILE, model, inputs, tolerance)
-    return report
 
 
 def deployment_summary(

@@ -108,7 +108,7 @@ def test_freeze_stage_alone_rewrites_an_identical_graph(finished_run):
     result = run_main("--stage", "freeze", "--run", str(run), cwd=work)
     assert "agrees with the Keras model" in result.stdout
     again = run_main("--stage", "freeze", "--run", str(run), cwd=work)  # one exists: checked
-    assert "checked again" in again.stdout
+    assert "frozen_graph.pb (" in again.stdout and "[checked again]" in again.stdout
     after = load_graph_def(run / "frozen_graph.pb")
     original = tf.compat.v1.GraphDef.FromString(before)
     with np.load(run / "holdout_tracks.npz") as holdout:

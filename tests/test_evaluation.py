@@ -374,8 +374,8 @@ def test_compare_graphs_get_the_cmssw_inputs_whatever_the_features(data, trained
 def test_new_model_scorer_follows_deploy_target(data, trained_run):
     _, test = data
     run_dir, cfg, _ = trained_run
-    with pytest.raises(NotImplementedError, match="lwtnn_network.json"):
-        new_model_scores(test, dict(cfg, deploy_target="lwtnn"), run_dir)
+    with pytest.raises(FileNotFoundError, match="lwtnn_network.json is missing"):
+        new_model_scores(test, dict(cfg, deploy_target="lwtnn"), run_dir)  # lwtnn: its JSON
     with pytest.raises(ValueError, match="deploy_target"):
         new_model_scores(test, dict(cfg, deploy_target="onnx_maybe"), run_dir)
 
