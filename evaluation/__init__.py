@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from cmssw.ntuple import LABEL
 from evaluation.classifiers import classifier_scores
@@ -40,6 +39,7 @@ from evaluation.report import print_summary, write_metrics_json, write_report
 from evaluation.stats import EventBootstrap, event_codes
 from evaluation.verdict import verdicts
 from helper_functions import select_iterations
+from pipeline.console import progress as progress_bar
 
 __all__ = ["MonitorCallback", "evaluate", "monitor_callback"]
 
@@ -244,7 +244,7 @@ def compute_metrics(
     working_points = derive_working_points(labels, algo, scores, cfg)
     samples = {
         name: sample_metrics(labels, algo, scores, working_points, cfg, rows, bootstrap)
-        for name, rows in tqdm(masks.items(), desc="metrics", unit="sample")
+        for name, rows in progress_bar(masks.items(), desc="metrics", unit="sample")
     }
     metrics: dict[str, Any] = {
         "run": run,

@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 from sklearn.ensemble import HistGradientBoostingClassifier
 from threadpoolctl import threadpool_limits
-from tqdm import tqdm
 
 from cmssw.classifiers import TF_GRAPH_ALGO_INPUT, TF_GRAPH_FEATURES
 from cmssw.file_in_path import resolve_file
@@ -26,6 +25,7 @@ from cmssw.ntuple import LABEL
 from evaluation.metrics import to_mva
 from evaluation.names import BDT, NEW, REFERENCE
 from model_freeze import check_contract, load_graph_def, run_graph_def
+from pipeline.console import progress as progress_bar
 
 REPO = Path(__file__).resolve().parents[1]
 GRAPH_CHUNK = 500_000  # tracks per session run: bounds the memory of a large test set
@@ -184,19 +184,20 @@ def classifier_scores(
     jobs += list(cfg.get("compare_graphs", {}).items())
     if cfg.get("train_bdt", True):
         jobs.append((BDT, None))
-    for name, path in tqdm(jobs, desc="classifier scores", unit="classifier"):
+    bar = progress_bar(jobs, desc="classifier scores", unit="classifier")
+    for name, path in bar:
         start = time.perf_counter()
         try:
             if name in scores:
                 raise ValueError(f"the name {name!r} is taken: rename it in compare_graphs")
             scores[name] = _scores_of(name, path, train, test, cfg, run_dir, bdt_max_tracks)
             if name != REFERENCE:
-                tqdm.write(f"  {name}: {len(test)} tracks in {time.perf_counter() - start:.1f} s")
+                bar.write(f"  {name}: {len(test)} tracks in {time.perf_counter() - start:.1f} s")
         except (OSError, KeyError, ValueError, RuntimeError) as error:
             if name == NEW:
                 raise
             skipped[name] = str(error)
-            tqdm.write(f"  note: {name} is left out of the comparison: {error}")
+            bar.write(f"  note: {name} is left out of the comparison: {error}")
     return scores, skipped
 
 

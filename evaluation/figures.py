@@ -8,13 +8,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from cmssw.ntuple import ALGORITHMS, LABEL
 from evaluation.metrics import passes, thresholds_by_algo
 from evaluation.names import ALL, LEVELS, NEW, REFERENCE, label
 from evaluation.plots import features_grid, roc_grid, score_grid, training_curves
 from evaluation.plots_rates import QUANTITIES, available_variables, rates_grid
+from pipeline.console import progress as progress_bar
 
 BY_ITERATION_LEVEL = "highPurity"  # the level of the per-iteration rate figure
 
@@ -50,7 +50,7 @@ def make_evaluation_plots(
     jobs = [(ALL, kind) for kind in ("roc", "scores", "efficiency", "fake_rate", "by_iteration")]
     jobs += [(None, "samples")] + [(s, "rates") for s in singles]
     jobs += [(None, "features"), (None, "training")]
-    for sample, kind in tqdm(jobs, desc="plots", unit="figure", file=progress):
+    for sample, kind in progress_bar(jobs, desc="plots", unit="figure", file=progress):
         if kind == "features":
             for path, title in _feature_plots(test, train, cfg, plots_dir, sanitizer):
                 add("inputs", title, path)
