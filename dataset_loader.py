@@ -106,6 +106,7 @@ except ImportError:
 
 LABEL_COLUMN = "trk_isTrue"
 LABEL_CHOICES = ("auto", "trk_isTrue", "trk_simTrkIdx")
+READERS = ("own", "uproot")
 # Part of the cache key: bump it whenever the decoded values or the cache layout change.
 LOADER_VERSION = 2
 TASK_BYTES = 32_000_000  # uncompressed branch data of one decode task, at most
@@ -207,9 +208,15 @@ class DatasetLoader:
         skip_bad_files: bool = False,
         cache_dir: str | os.PathLike | None = None,
         progress: bool = True,
+        reader: str = "own",
     ) -> None:
         """features=None takes config.features; cache_dir=None loads without a cache;
-        progress=False hides the progress bars and the cache messages."""
+        progress=False hides the progress bars and the cache messages. reader="uproot" reads
+        every basket through uproot's own reading, ZLIB inflated by libdeflate (the
+        comparison benchmarks/bench_loader.py makes with the loader's own basket reading)."""
+        if reader not in READERS:
+            raise ValueError(f"reader = {reader!r}: give one of {READERS}")
+        self.reader = reader
         if label not in LABEL_CHOICES:
             raise ValueError(
                 f"label = {label!r}: the `label` setting must be one of {LABEL_CHOICES}"
@@ -481,6 +488,7 @@ class DatasetLoader:
             "algo_branch": self.algo_branch,
             "label": self.label,
             "extra_branches": self.extra_branches,
+            "reader": self.reader,
         }
 
     def _dtypes(self) -> dict[str, type]:
@@ -699,7 +707,9 @@ def _scan(
     algo_branch: str,
     label: str,
     extra_branches: Sequence[str],
+    reader: str = "own",
 ) -> FileScan:
+    _use_reader(reader)
     _, tree, _ = _open_tree(path, tree_path)
     num_entries = tree.num_entries
     if num_entries == 0:
@@ -717,12 +727,27 @@ def _scan(
     for name in names:
         common.intersection_update(tree[name].entry_offsets)
     boundaries = np.array(sorted(common | {0, num_entries}), dtype=np.int64)
-    tracks = _tracks_from_headers(tree[algo_branch], boundaries)
+    tracks = _tracks_from_headers(tree[algo_branch], boundaries) if reader == "own" else None
     if tracks is None:  # a layout the headers do not tell: count by decompressing the branch
         ends = np.concatenate([[0], np.cumsum(_entry_counts(tree[algo_branch], path))])
         tracks = ends[boundaries[1:]] - ends[boundaries[:-1]]
     branch_bytes = sum(int(tree[name].member("fTotBytes")) for name in names)
     return FileScan(num_entries, label_branch, boundaries, tracks, branch_bytes / num_entries)
+
+
+def _use_reader(reader: str) -> None:
+    """With uproot's reader, uproot inflates ZLIB with ISA-L (the `isal` package), its fastest
+    choice here: its "deflate" choice calls deflate.zlib_decompress(data, bufsize=...), which
+    deflate 0.9 does not accept. The switch is a class attribute of uproot's decompressor."""
+    library = "zlib"
+    if reader == "uproot":
+        try:
+            import isal  # noqa: F401
+
+            library = "isal"
+        except ImportError:
+            pass
+    uproot.compression._DecompressZLIB.library = library
 
 
 def _jagged_layout(interpretation) -> tuple[int, np.dtype] | None:
@@ -841,12 +866,16 @@ def _decode(
     algo_branch: str,
     label: str,
     extra_branches: Sequence[str],
+    reader: str = "own",
 ) -> dict[str, str]:
+    _use_reader(reader)
     _, tree, descriptor = _open_tree(task.path, tree_path)
     rows = _Rows(columns, task.row_start)
     reads = _reads(features, algo_branch, extra_branches, task.label_branch)
     branches = [tree[name] for name, _, _ in reads]
-    baskets = _Baskets(branches, task.entry_start, task.entry_stop, descriptor)
+    baskets = None  # reader "uproot": every branch through uproot's reading
+    if reader == "own":
+        baskets = _Baskets(branches, task.entry_start, task.entry_stop, descriptor)
     counts = None  # tracks per entry, from the algo branch
     last_use = {name: i for i, (name, _, _) in enumerate(reads)}  # a branch may feed 2 columns
     for i, (name, column, kind) in enumerate(reads):
@@ -854,7 +883,7 @@ def _decode(
             _decode_matches(tree[name], baskets, task, counts, rows.writer(column))
         else:
             counts = _decode_branch(tree[name], baskets, task, counts, rows.writer(column), kind)
-        if last_use[name] == i:
+        if last_use[name] == i and baskets is not None:
             baskets.release(tree[name])
     entries = np.arange(task.entry_start, task.entry_stop, dtype=np.uint32)
     rows.write("event_index", np.repeat(entries + np.uint32(task.event_offset), counts))
@@ -1136,7 +1165,7 @@ def _decode_branch(
     start, stop, path = task.entry_start, task.entry_stop, task.path
     convert = _converter(kind)
     expected = task.row_stop - task.row_start
-    layout = _jagged_layout(branch.interpretation)
+    layout = _jagged_layout(branch.interpretation) if baskets is not None else None
     if layout is not None:
         try:
             written = 0
@@ -1176,7 +1205,13 @@ def _decode_matches(
 ) -> None:
     """The label from trk_simTrkIdx: true when the track's vector of matches is not empty."""
     sizes = None
-    if branch.interpretation == _VECTOR_VECTOR_INT:
+    if branch.interpretation == _VECTOR_VECTOR_INT and baskets is None:  # uproot reads the words
+        array = branch.array(
+            _VECTOR_VECTOR_INT_WORDS, entry_start=task.entry_start, entry_stop=task.entry_stop
+        )
+        words = ak.to_numpy(ak.flatten(array)).astype(np.int32)
+        sizes = _inner_sizes(words, ak.to_numpy(ak.num(array)).astype(np.int64), counts)
+    elif branch.interpretation == _VECTOR_VECTOR_INT:
         words, words_per_entry = [], []
         for _, _, values, entry_words in _jagged_values(
             branch, baskets, task.entry_start, task.entry_stop, 10, np.dtype(">i4"), task.path
