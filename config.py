@@ -9,6 +9,9 @@ or put the ones you change in a file of your own and pass it with ``--config my_
 ``results/<run>/config.py``, which can be passed back with ``--config`` to repeat the run.
 """
 
+from cmssw.classifiers import TF_GRAPH_FEATURES  # the facts these defaults refer to
+from cmssw.ntuple import DNN_ITERATIONS
+
 # ---------------------------------------------------------------------------------------------
 # Data
 # ---------------------------------------------------------------------------------------------
@@ -49,37 +52,7 @@ cache_dir = "data/cache"
 # ---------------------------------------------------------------------------------------------
 # Features: the 29 inputs of CMSSW's TrackTfClassifier, in its order (cmssw/classifiers.py)
 # ---------------------------------------------------------------------------------------------
-features = [
-    "trk_pt",
-    "trk_inner_px",
-    "trk_inner_py",
-    "trk_inner_pz",
-    "trk_inner_pt",
-    "trk_outer_px",
-    "trk_outer_py",
-    "trk_outer_pz",
-    "trk_outer_pt",
-    "trk_ptErr",
-    "trk_dxyClosestPV",
-    "trk_dzClosestPV",
-    "trk_dxy",
-    "trk_dz",
-    "trk_dxyErr",
-    "trk_dzErr",
-    "trk_nChi2",
-    "trk_eta",
-    "trk_phi",
-    "trk_etaErr",
-    "trk_phiErr",
-    "trk_nPixel",
-    "trk_nStrip",
-    "trk_ndof",
-    "trk_nInnerLost",
-    "trk_nOuterLost",
-    "trk_nInnerInactive",
-    "trk_nOuterInactive",
-    "trk_nLostLay",
-]
+features = list(TF_GRAPH_FEATURES)  # trk_pt, trk_inner_px/py/pz/pt, ... in CMSSW's order
 algo_branch = "trk_originalAlgo"  # fed to CMSSW's second input, one-hot encoded in the graph
 # Which CMSSW module the run is for: "tf_graph" (TrackTfClassifier: frozen_graph.pb and
 # model.onnx; `features` must be its 29 inputs in its order), "lwtnn" (TrackLwtnnClassifier:
@@ -127,20 +100,7 @@ lwtnn_scale_quantile = 0.05
 # Balancing and splitting
 # ---------------------------------------------------------------------------------------------
 # The iterations the DNN classifies (cmssw/ntuple.py); tracks of others are dropped.
-iterations = [
-    "initialStep",
-    "lowPtQuadStep",
-    "highPtTripletStep",
-    "lowPtTripletStep",
-    "detachedQuadStep",
-    "detachedTripletStep",
-    "pixelPairStep",
-    "mixedTripletStep",
-    "pixelLessStep",
-    "tobTecStep",
-    "jetCoreRegionalStep",
-    "displacedRegionalStep",
-]
+iterations = list(DNN_ITERATIONS)  # initialStep ... displacedRegionalStep (the 12 of Run 3)
 balance_iterations = True  # downsample every iteration to the size of the smallest
 balance_true_fake = False  # also equalise true and fake tracks within each iteration
 max_tracks_per_iteration = 0  # 0: no cap; otherwise at most this many per iteration

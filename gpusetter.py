@@ -167,6 +167,18 @@ def setup_strategy(
     return tf.distribute.get_strategy()
 
 
+def strategy_for(cfg: dict[str, Any]) -> Any:
+    """setup_strategy with the Devices settings of config.py."""
+    return setup_strategy(
+        gpus=cfg["gpus"],
+        min_free_gpu_memory_mb=cfg["min_free_gpu_memory_mb"],
+        logical_devices_per_gpu=cfg["logical_devices_per_gpu"],
+        gpu_memory_growth=cfg["gpu_memory_growth"],
+        cpu_replicas=cfg["cpu_replicas"],
+        cluster=cfg["cluster"],
+    )
+
+
 def _configure_gpus(
     chosen: list[GpuInfo], by_index: dict, logical_per_gpu: int, memory_growth: bool
 ) -> None:

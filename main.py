@@ -274,17 +274,10 @@ def train_stage(
 ) -> Any:
     """Pick the devices, then train (or continue the training saved in run_dir)."""
     from evaluation import monitor_callback
-    from gpusetter import setup_strategy
+    from gpusetter import strategy_for
     from network.training import train_model
 
-    strategy = setup_strategy(
-        gpus=cfg["gpus"],
-        min_free_gpu_memory_mb=cfg["min_free_gpu_memory_mb"],
-        logical_devices_per_gpu=cfg["logical_devices_per_gpu"],
-        gpu_memory_growth=cfg["gpu_memory_growth"],
-        cpu_replicas=cfg["cpu_replicas"],
-        cluster=cfg["cluster"],
-    )
+    strategy = strategy_for(cfg)
     chief = cluster_role(cfg["cluster"]).chief
     monitor = monitor_callback(tracks, cfg, run_dir) if chief else None
     weights = None

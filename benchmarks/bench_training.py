@@ -145,26 +145,18 @@ def _bare(train, cfg: dict, starts: list[float]) -> float:
     import numpy as np
     import tensorflow as tf
 
-    from network.custom.input_sanitizer import fit_sanitizer_bounds, transforms_for_features
     from network.inputs import feature_matrix
-    from network.model import build_model_from_config
-    from network.training import learning_rate_schedule
+    from network.training import build_network, learning_rate_schedule
 
     keras.utils.set_random_seed(cfg["seed"])
     features = feature_matrix([train], cfg["features"])
-    lower, upper = fit_sanitizer_bounds(
-        features,
-        transforms_for_features(cfg["features"], cfg["feature_transforms"]),
-        quantile=cfg["sanitizer_quantile"],
-        max_tracks=cfg["sanitizer_fit_tracks"],
-        seed=cfg["seed"],
-    )
+    build = build_network(features, cfg)  # the same preprocessing fit as the project's
     x = tf.experimental.dlpack.from_dlpack(features.__dlpack__())
     y = tf.constant(train[cfg["algo_branch"]].to_numpy(np.float32).reshape(-1, 1))
     labels = tf.constant(train["trk_isTrue"].to_numpy(np.float32).reshape(-1, 1))
     n, size = len(train), cfg["batch_size"]
     steps = -(-n // size)
-    model = build_model_from_config(cfg, lower, upper)
+    model = build()
     optimizer = keras.optimizers.Adam(learning_rate_schedule(cfg, steps))
     loss_function = keras.losses.BinaryCrossentropy()
 

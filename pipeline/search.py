@@ -357,18 +357,12 @@ class Objective:
         train: pd.DataFrame,
         validation: pd.DataFrame,
     ) -> None:
-        from gpusetter import setup_strategy
+        from gpusetter import strategy_for
 
         self.cfg, self.run_dir, self.dimensions = cfg, run_dir, dimensions
         self.train_split, self.validation = train, validation
         # Once per process: TensorFlow configures its devices only once.
-        self.strategy = setup_strategy(
-            gpus=cfg["gpus"],
-            min_free_gpu_memory_mb=cfg["min_free_gpu_memory_mb"],
-            logical_devices_per_gpu=cfg["logical_devices_per_gpu"],
-            gpu_memory_growth=cfg["gpu_memory_growth"],
-            cpu_replicas=cfg["cpu_replicas"],
-        )
+        self.strategy = strategy_for(cfg)
 
     def trial_config(self, number: int, values: dict[str, Any]) -> dict[str, Any]:
         """The settings of a trial: the search's, its drawn values, search_epochs epochs."""

@@ -116,10 +116,13 @@ def _execute(source: str, filename: str) -> dict[str, Any]:
 
 
 def _settings_of(namespace: dict[str, Any]) -> dict[str, Any]:
+    """The settings of a settings file: its lower-case names (upper-case ones are the facts it
+    imports, e.g. TF_GRAPH_FEATURES)."""
     return {
         name: value
         for name, value in namespace.items()
         if not name.startswith("_")
+        and not name.isupper()
         and not callable(value)
         and not isinstance(value, types.ModuleType)
     }
