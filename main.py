@@ -26,18 +26,19 @@ import pandas as pd
 from cmssw.ntuple import ALGORITHMS, LABEL
 from gpusetter import cluster_role
 from helper_functions import (
-    StageTimer,
     balance_iterations,
     format_track_table,
     select_iterations,
     split_by_events,
     track_table,
+    training_weights,
 )
+from pipeline.console import StageTimer
 from pipeline.files import write_new_file
 from pipeline.runs import HOLDOUT, Interrupted, Job, RunError, history, open_job, run_summary
 from pipeline.search import wants_search
 from pipeline.settings import SettingsError, load_config, settings_text
-from tracks.weights import WEIGHT, training_weights
+from tracks.weights import WEIGHT
 
 
 def main(argv: list[str] | None = None) -> int:

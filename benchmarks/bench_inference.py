@@ -67,9 +67,9 @@ def default_model_graphs(folder: Path) -> dict[str, Path]:
     """The default model of config.py, trained one epoch, frozen optimised and layer by layer."""
     import keras
 
-    from helper_functions import default_config
     from model_freeze import freeze_model
     from network import build_model_from_config, fit_sanitizer_bounds, transforms_for_features
+    from pipeline.settings import default_config
 
     cfg = default_config()
     keras.utils.set_random_seed(cfg["seed"])

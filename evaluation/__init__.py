@@ -38,8 +38,8 @@ from evaluation.quality_cuts import summary as quality_cuts_summary
 from evaluation.report import print_summary, write_metrics_json, write_report
 from evaluation.stats import EventBootstrap, event_codes
 from evaluation.verdict import verdicts
-from helper_functions import select_iterations
 from pipeline.console import progress as progress_bar
+from tracks.balance import select_iterations
 
 __all__ = ["MonitorCallback", "evaluate", "monitor_callback"]
 

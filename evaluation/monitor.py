@@ -15,8 +15,8 @@ from cmssw.ntuple import ALGORITHMS, LABEL
 from evaluation.metrics import auc, not_classifiable, to_mva
 from evaluation.names import NEW, REFERENCE
 from evaluation.plots import roc_grid, score_grid
-from helper_functions import write_atomically
 from network.data import predict
+from pipeline.files import write_atomically
 
 
 class MonitorCallback(keras.callbacks.Callback):

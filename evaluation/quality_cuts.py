@@ -20,7 +20,7 @@ from typing import Any
 from cmssw.classifiers import QUALITY_LEVELS, step_name
 from cmssw.ntuple import DNN_ITERATIONS
 from evaluation.names import ALL, NEW, REFERENCE
-from helper_functions import write_atomically
+from pipeline.files import write_atomically
 
 FILE_NAME = "dnnQualityCuts.py"
 DEFAULT_BLOCK, MODIFIER = "default", "trackdnn_CKF"

@@ -22,7 +22,7 @@ import numpy as np
 
 from evaluation.names import ALL, DEFINITIONS, LEVELS, NEW, REFERENCE, label
 from evaluation.verdict import caveat
-from helper_functions import write_atomically
+from pipeline.files import write_atomically
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 CUSTOM_TARGET_WARNING = "CMSSW's TrackTfClassifier cannot load this model"

@@ -15,6 +15,7 @@ import os
 import re
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -146,8 +147,23 @@ def _show_warning(show: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------
-# Progress
+# Stage timings and progress
 # ---------------------------------------------------------------------------------------------
+class StageTimer:
+    """Times the stages of a run and prints each one as it starts and ends."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        print(f"\n=== {name} ===", flush=True)
+        start = time.perf_counter()
+        yield
+        self.seconds[name] = time.perf_counter() - start
+        print(f"--- {name} done in {self.seconds[name]:.1f} s", flush=True)
+
+
 def is_terminal(stream: TextIO | None = None) -> bool:
     stream = stream or sys.stderr
     try:

@@ -17,7 +17,7 @@ from sklearn.metrics import roc_auc_score
 
 import config
 import make_ntuples
-from helper_functions import ALGORITHMS
+from cmssw.ntuple import ALGORITHMS
 from make_ntuples import generate_events, generate_sample, write_ntuple
 
 TREE = "trackingNtuple/tree"

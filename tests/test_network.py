@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 PRODUCTION_GRAPHS = sorted((REPO.parent / "shared" / "cmssw-models").glob("*.pb"))
 ALL_TRANSFORMS = ["none", "abs", "log1p", "abs_log1p", "signed_log1p", "log", "abs_log"]
 
-# Values a real ntuple throws at the network (spec/TRACKING_NTUPLE.md) plus the IEEE specials.
+# Values a real ntuple throws at the network (docs/domain.md) plus the IEEE specials.
 NASTY = np.array(
     [0.0, -0.0, 1e-30, -1e-30, 0.5, -0.5, 3.0, -3.0, 4e6, 6e11, 2e7, -99999.0, 99999.0,
      3e38, -3e38, np.nan, np.inf, -np.inf],

@@ -1,6 +1,6 @@
 """In-graph preprocessing of the 29 raw track features: transform, clean, clip, scale.
 
-CMSSW feeds the frozen graph raw values (spec/CMSSW_INTERFACE.md), so everything the network
+CMSSW feeds the frozen graph raw values (cmssw/classifiers.py), so everything the network
 needs to see well-behaved inputs has to happen here, with ops an older TensorFlow C++ runtime
 knows. For every column j, with its transform T_j and bounds [lower_j, upper_j]:
 
