@@ -10,7 +10,6 @@ The lwtnn variant (build_lwtnn_model, for CMSSW's TrackLwtnnClassifier) has one 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -35,42 +34,25 @@ def _check_settings(
     l2: float,
     initializer: str,
 ) -> None:
+    """The rules of the settings (pipeline.checks), for a call from outside the pipeline."""
+    from pipeline.checks import check_model_settings
+
     if isinstance(features, str) or not features:
         raise ValueError(f"`features` must be a non-empty list of names, got {features!r}")
     duplicates = sorted({f for f in features if list(features).count(f) > 1})
     if duplicates:
         raise ValueError(f"`features` lists some names more than once: {duplicates}")
-    if isinstance(algo_depth, bool) or not isinstance(algo_depth, int) or algo_depth < 1:
-        raise ValueError(f"`algo_depth` must be a positive integer, got {algo_depth!r}")
-    if isinstance(hidden_layers, str | int) or not hidden_layers:
-        raise ValueError(
-            f"`hidden_layers` must be a non-empty list of layer widths, got {hidden_layers!r}"
-        )
-    for width in hidden_layers:
-        if isinstance(width, bool) or not isinstance(width, int | np.integer) or width < 1:
-            raise ValueError(
-                f"`hidden_layers` widths must be positive integers, got {list(hidden_layers)}"
-            )
-    if not isinstance(activation, str):
-        raise ValueError(f"`activation` must be the name of a Keras activation, got {activation!r}")
-    try:
-        keras.activations.get(activation)
-    except ValueError as error:
-        raise ValueError(f"`activation`: unknown activation {activation!r}") from error
-    if not isinstance(batch_norm, bool):
-        raise ValueError(f"`batch_norm` must be True or False, got {batch_norm!r}")
-    if not (isinstance(dropout, int | float) and 0.0 <= dropout < 1.0):
-        raise ValueError(f"`dropout` must be a rate in [0, 1), got {dropout!r}")
-    if not (isinstance(l2, int | float) and math.isfinite(l2) and l2 >= 0.0):
-        raise ValueError(f"`l2` must be a finite number >= 0, got {l2!r}")
-    if not isinstance(initializer, str):
-        raise ValueError(
-            f"`initializer` must be the name of a Keras initializer, got {initializer!r}"
-        )
-    try:
-        keras.initializers.get(initializer)
-    except ValueError as error:
-        raise ValueError(f"`initializer`: unknown initializer {initializer!r}") from error
+    check_model_settings(
+        {
+            "algo_depth": algo_depth,
+            "hidden_layers": hidden_layers,
+            "activation": activation,
+            "batch_norm": batch_norm,
+            "dropout": dropout,
+            "l2": l2,
+            "initializer": initializer,
+        }
+    )
 
 
 def _seeded_initializer(name: str, seed: int) -> keras.initializers.Initializer:

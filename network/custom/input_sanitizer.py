@@ -20,16 +20,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-# name -> what it does; the NumPy versions below and the graph in call() must agree.
-TRANSFORMS = {
-    "none": "x",
-    "abs": "|x|",
-    "log1p": "log1p(max(x, 0))",
-    "abs_log1p": "log1p(|x|)",
-    "signed_log1p": "sign(x) * log1p(|x|)",
-    "log": "log(max(x, 1e-10))",
-    "abs_log": "log(max(|x|, 1e-10))",
-}
+from network.choices import TRANSFORMS
+
 # Floor of the log transforms: a zero or negative value lands far below any real one, where the
 # fitted lower bound clips it.
 LOG_FLOOR = 1e-10
