@@ -65,7 +65,7 @@ def fit_quality(rng: np.random.Generator, truth: Truth, kin: Kinematics, hp: Hit
     median, spread = _by_kind(CHI2_SCALE, truth.kind).T
     scale = median * np.exp(spread * rng.normal(0, 1, n))
     # Interacting true tracks (stopped) pick up wrong hits more often.
-    tail = truth.is_true & (rng.random(n) < np.where(hp.stopped, 3, 1) * TRUE_CHI2_TAIL)
+    tail = truth.is_true & (rng.random(n) < np.where(hp.stopped, 2, 1) * TRUE_CHI2_TAIL)
     tail |= truth.is_electron & (rng.random(n) < 0.3)  # bremsstrahlung
     scale = np.where(tail, scale * rng.uniform(1.5, 4.0, n), scale)
     dof = np.maximum(hp.ndof, 1)

@@ -19,7 +19,7 @@ from synthetic.truth import COMBINATORIAL, Truth
 
 # Fakes are softer: random hits line up more easily on a strongly curved helix.
 FAKE_SOFTENING = 1.3  # added to the power-law index of the pt spectrum
-STRAIGHT_FAKE_FRACTION = 0.03  # high-pt fakes from nearly aligned random hits
+STRAIGHT_FAKE_FRACTION = 0.01  # high-pt fakes from nearly aligned random hits
 FAKE_FORWARD_FRACTION = 0.70  # fakes with |eta| > 1.2
 MAX_PRODUCTION_RADIUS = 65.0  # cm: beyond it no iteration seeds
 
@@ -43,7 +43,7 @@ def track_kinematics(
     pt_min = column("pt_min")[it] * (0.9 + 0.1 * rng.random(n))
     pt = pt_min * rng.random(n) ** (-1 / (pt_index - 1))
     straight = ~is_true & (rng.random(n) < STRAIGHT_FAKE_FRACTION)
-    pt = np.where(straight, 10 ** rng.uniform(0.7, 2.5, n), pt)
+    pt = np.where(straight, 10 ** rng.uniform(0.5, 2.3, n), pt)
     electron_pt = 45.6 * np.sqrt(1 - rng.uniform(-1, 1, n) ** 2) * rng.normal(1, 0.08, n)
     pt = np.clip(np.where(truth.is_electron, electron_pt, pt), 0.1, 3000.0)
 
@@ -93,7 +93,7 @@ def track_origin(
     combinatorial = truth.kind == COMBINATORIAL
     region = column("origin_radius")[it]
     half_length = column("origin_half_length")[it]
-    fake_dxy = rng.laplace(0, np.where(combinatorial, 1.5, 0.5) * region, n)
+    fake_dxy = rng.laplace(0, np.where(combinatorial, 1.0, 0.4) * region, n)
     # In high pileup (~50 vertices over the luminous region) most fake seeds still lie near
     # some vertex; the rest anywhere in the seeding region's length.
     near_vertex = rng.random(n) < 0.85
