@@ -42,13 +42,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 from sklearn.ensemble import HistGradientBoostingClassifier  # noqa: E402
 
-from cmssw.ntuple import ALGORITHMS, DNN_ITERATIONS  # noqa: E402
+from cmssw.ntuple import ALGORITHMS  # noqa: E402
 from helper_functions import write_atomically  # noqa: E402
 from synthetic import generate_events  # noqa: E402
 from synthetic.realism import (  # noqa: E402
     MAX_SINGLE_AUC,
     TrackTable,
     aucs_by_iteration,
+    known_iterations,
     single_input_aucs,
     track_table,
 )
@@ -59,19 +60,6 @@ GRAPHS = {
 }
 PROCESSES = ("qcd", "ttbar")
 GRAPH_TARGET = {"all": 0.85, "iteration": 0.80}  # what the 2020 graph must reach
-
-
-def graph_iterations(graph_def) -> list[str]:
-    """The classified iterations whose algorithm value the graph's one-hot encoding covers."""
-    from tensorflow.python.framework import tensor_util
-
-    depths = [
-        int(tensor_util.MakeNdarray(node.attr["value"].tensor))
-        for node in graph_def.node
-        if node.op == "Const" and node.name.endswith("one_hot/depth")
-    ]
-    depth = min(depths) if depths else ALGORITHMS["algoSize"]
-    return [name for name in DNN_ITERATIONS if ALGORITHMS[name] < depth]
 
 
 def generation_rate(events: int, seed: int, repeat: int = 3) -> dict[str, float]:
@@ -145,7 +133,7 @@ def graph_aucs_of(graph_defs: dict, test: TrackTable, iterations: list[str]) -> 
 
     result = {}
     for label, graph_def in graph_defs.items():
-        known = np.isin(test.algo.ravel(), [ALGORITHMS[n] for n in graph_iterations(graph_def)])
+        known = np.isin(test.algo.ravel(), [ALGORITHMS[n] for n in known_iterations(graph_def)])
         score = run_graph_def(graph_def, {"x": test.x[known], "y": test.algo[known]})[:, 0]
         aucs = aucs_by_iteration(test.is_true[known], score, test.algo[known], iterations)
         result[label] = aucs
@@ -154,7 +142,7 @@ def graph_aucs_of(graph_defs: dict, test: TrackTable, iterations: list[str]) -> 
 
 def measure(args: argparse.Namespace, graph_defs: dict) -> dict:
     """Every figure of the benchmark, printed as it comes."""
-    iterations = graph_iterations(graph_defs["2020"])
+    iterations = known_iterations(graph_defs["2020"])
     start = time.perf_counter()
     test = track_table(PROCESSES, args.events, args.seed, iterations)
     train = track_table(PROCESSES, args.events, args.seed + 1000, iterations)

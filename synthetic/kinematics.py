@@ -19,7 +19,7 @@ from synthetic.truth import COMBINATORIAL, Truth
 
 # Fakes are softer: random hits line up more easily on a strongly curved helix.
 FAKE_SOFTENING = 1.3  # added to the power-law index of the pt spectrum
-STRAIGHT_FAKE_FRACTION = 0.01  # high-pt fakes from nearly aligned random hits
+STRAIGHT_FAKE_FRACTION = 0.005  # high-pt fakes from nearly aligned random hits
 FAKE_FORWARD_FRACTION = 0.70  # fakes with |eta| > 1.2
 MAX_PRODUCTION_RADIUS = 65.0  # cm: beyond it no iteration seeds
 

@@ -17,7 +17,7 @@ from sklearn.metrics import roc_auc_score
 from threadpoolctl import threadpool_limits
 
 from cmssw.classifiers import TF_GRAPH_FEATURES
-from cmssw.ntuple import ALGORITHMS
+from cmssw.ntuple import ALGORITHMS, DNN_ITERATIONS
 from synthetic.physics import generate_events
 
 MAX_SINGLE_AUC = 0.85  # no input or simple ratio may separate better than this alone
@@ -85,11 +85,28 @@ def single_input_aucs(train: TrackTable, test: TrackTable, max_iter: int = 40) -
     # One thread: these fits are small, and threads only contend (10x slower on a busy CPU).
     with threadpool_limits(1):
         for name, values in train_inputs.items():
-            model = HistGradientBoostingClassifier(max_iter=max_iter, early_stopping=False)
+            # One input: ten boosting rounds already learn its likelihood ratio.
+            model = HistGradientBoostingClassifier(
+                max_iter=10, learning_rate=0.5, early_stopping=False
+            )
             model.fit(values[:, None], train.is_true)
             score = model.predict_proba(test_inputs[name][:, None])[:, 1]
             aucs[name] = float(roc_auc_score(test.is_true, score))
     return aucs
+
+
+def known_iterations(graph_def) -> list[str]:
+    """The classified iterations a TrackTfClassifier graph's one-hot encoding of originalAlgo
+    covers (the public graphs encode algorithms 0-24, so not displacedRegionalStep, 26)."""
+    from tensorflow.python.framework import tensor_util  # only for callers that run graphs
+
+    depths = [
+        int(tensor_util.MakeNdarray(node.attr["value"].tensor))
+        for node in graph_def.node
+        if node.op == "Const" and node.name.endswith("one_hot/depth")
+    ]
+    depth = min(depths) if depths else ALGORITHMS["algoSize"]
+    return [name for name in DNN_ITERATIONS if ALGORITHMS[name] < depth]
 
 
 def aucs_by_iteration(
