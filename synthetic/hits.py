@@ -25,7 +25,7 @@ from synthetic.tables import ITERATIONS, NAMES, column
 from synthetic.truth import COMBINATORIAL, GHOST, TRUE, Truth
 
 # Per crossed strip layer: P(building stops there), P(hole), by Truth.kind.
-STOP_HAZARD = {TRUE: 0.012, COMBINATORIAL: 0.14, GHOST: 0.07}
+STOP_HAZARD = {TRUE: 0.012, COMBINATORIAL: 0.13, GHOST: 0.07}
 HOLE_PROBABILITY = {TRUE: 0.012, COMBINATORIAL: 0.16, GHOST: 0.12}
 FAKE_PIXEL_MISS = 0.25  # a fake seed misses one of the pixel layers its iteration seeds from
 PIXEL_OVERLAP = 0.1  # second hit in an overlapping pixel module, per layer
@@ -130,8 +130,8 @@ def hit_pattern(
     # The outward search finds a module on most of the layers left (not in the gaps between
     # modules, nor where a wrongly fitted fake leaves the layer's acceptance); tracks that left
     # the tracker still get an occasional missing outer hit at module edges.
-    found = rng.binomial(left - outer_inactive, np.where(truth.is_true, 0.9, 0.65))
-    n_outer_lost = np.where(stopped, found, rng.poisson(0.2, n))
+    found = rng.binomial(left - outer_inactive, np.where(truth.is_true, 0.9, 0.6))
+    n_outer_lost = np.where(stopped, found, rng.poisson(0.1, n))
     n_outer_inactive = outer_inactive + rng.poisson(0.03, n)
 
     n_pixel = n_pixel_lay + rng.binomial(n_pixel_lay, PIXEL_OVERLAP)

@@ -73,7 +73,10 @@ def impact_parameters(
         for c, none in zip("xyz", NO_VERTEX, strict=True)
     )
     dxy_closest, dz_closest = dxy_dz(x, y, z, *momentum, closest)
-    dz_closest = np.where(no_vertex & (rng.random(n) < 0.5), NO_VERTEX[2], dz_closest)
+    # A track whose own search failed (its event has good vertices) sometimes keeps the
+    # default value itself; in an event without any, every track is measured from the point.
+    sentinel = no_vertex & (best >= 0) & (rng.random(n) < 0.5)
+    dz_closest = np.where(sentinel, NO_VERTEX[2], dz_closest)
 
     # Vertex the track was fitted in: most prompt true tracks of a kept vertex, few others.
     in_vertex = keep[raw_vertex] & (rng.random(n) < np.where(origin.prompt, 0.92, 0.1))

@@ -40,7 +40,9 @@ def track_kinematics(
     is_jetcore = np.asarray(NAMES)[it] == "jetCoreRegionalStep"
     pt_index = np.where(is_true, proc.pt_index, proc.pt_index + FAKE_SOFTENING)
     pt_index = np.where(is_jetcore, 2.6, pt_index)
-    pt_min = column("pt_min")[it] * (0.9 + 0.1 * rng.random(n))
+    # The seeding becomes efficient over a range above its threshold: the spectrum of each
+    # iteration turns on there, then falls as a power law.
+    pt_min = column("pt_min")[it] * (0.9 + rng.gamma(2.0, 0.15, n))
     pt = pt_min * rng.random(n) ** (-1 / (pt_index - 1))
     straight = ~is_true & (rng.random(n) < STRAIGHT_FAKE_FRACTION)
     pt = np.where(straight, 10 ** rng.uniform(0.5, 2.3, n), pt)

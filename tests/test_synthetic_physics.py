@@ -16,6 +16,7 @@ from threadpoolctl import threadpool_limits
 
 from cmssw.ntuple import ALGORITHMS, DNN_ITERATIONS
 from synthetic import generate_events
+from synthetic.artefacts import NAN_BRANCHES
 from synthetic.realism import (
     MAX_SINGLE_AUC,
     aucs_by_iteration,
@@ -43,8 +44,7 @@ def in_iteration(a: dict[str, np.ndarray], name: str) -> np.ndarray:
 
 def regular(a: dict[str, np.ndarray]) -> np.ndarray:
     """Tracks without the pathological values of real data (outliers, NaN)."""
-    floats = [a[k] for k in ("trk_pt", "trk_nChi2", "trk_ptErr", "trk_dxyErr", "trk_dzErr")]
-    finite = np.all([np.isfinite(v) for v in floats], axis=0)
+    finite = np.all([np.isfinite(a[k]) for k in NAN_BRANCHES], axis=0)
     return finite & (a["trk_pt"] < 1e4) & (a["trk_nChi2"] < 1e3) & (a["trk_nInnerLost"] < 5)
 
 
