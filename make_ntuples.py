@@ -2,9 +2,9 @@
 
     python make_ntuples.py --out data/synthetic/qcd --events 300 --process qcd --seed 1
 
-The files have the layout of CMSSW's TrackingNtuple (spec/TRACKING_NTUPLE.md): TDirectory
-``trackingNtuple``, TTree ``tree``, one entry per event, every ``trk_*`` branch with the spec's
-element type, plus ``event``/``lumi``/``run``, ``vtx_*`` and ``bsp_*``. Two writers:
+The files have the layout that CMSSW's TrackingNtuple module (Validation/RecoTrack) writes:
+TDirectory ``trackingNtuple``, TTree ``tree``, one entry per event, every ``trk_*`` branch with
+its element type there, plus ``event``/``lumi``/``run``, ``vtx_*`` and ``bsp_*``. Two writers:
 
 - ``uproot``: counter-based jagged branches (``ntrk`` + ``trk_pt`` as ``float[]``), fast, label
   ``trk_isTrue`` only (uproot cannot write ``std::vector<std::vector<int>>``);

@@ -75,8 +75,10 @@ def old_classifier(rng: np.random.Generator, t: dict[str, np.ndarray]) -> np.nda
     def finite(a: np.ndarray) -> np.ndarray:
         return np.nan_to_num(a, nan=0.0, posinf=1e30)
 
+    # The offset puts the release's highPurity cuts where they keep ~95-99 % of the true
+    # tracks and reject about half of the fakes, as the classifier in RECO did.
     score = (
-        5.0
+        2.6
         - 1.2 * np.log1p(finite(t["trk_nChi2"]))
         - 0.6 * t["trk_nLostLay"]
         - 0.1 * t["trk_nOuterLost"]

@@ -125,6 +125,7 @@ def hit_pattern(
         reached > 0, det.N_PIXEL_LAYERS + first_strip + reached - 1, det.N_PIXEL_LAYERS - 1
     )
     inward = np.maximum(first_layer - det.layer_index(np.abs(origin.dxy0)), 0)
+    # Twice the dead-module fraction: a dead module is one reason why a layer has no hit.
     inner_inactive = rng.binomial(inward, 2 * det.DEAD_PIXEL_FRACTION)
     outer_inactive = rng.binomial(left, det.DEAD_STRIP_FRACTION)
     # The outward search finds a module on most of the layers left (not in the gaps between

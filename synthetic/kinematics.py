@@ -1,9 +1,10 @@
 """Track kinematics and origin: pt, direction and charge; production point and pointing.
 
-True tracks follow falling pt spectra from each iteration's seeding threshold; the detached
-iterations find mostly secondaries (decays, conversions, nuclear interactions) produced at
-some radius. Fakes are softer (random hits line up more easily on a strongly curved helix),
-more forward (where the occupancy is highest), and point anywhere inside the seeding region.
+True tracks follow falling pt spectra that turn on above each iteration's seeding threshold;
+the detached iterations find mostly secondaries (decays, conversions, nuclear interactions)
+produced at some radius. Fakes are softer (random hits line up more easily on a strongly curved
+helix), more forward (where the occupancy is highest), and point anywhere inside the seeding
+region.
 """
 
 from __future__ import annotations
