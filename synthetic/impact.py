@@ -16,7 +16,7 @@ from synthetic.truth import COMBINATORIAL, GHOST, Truth
 PULL_TAIL = 0.05  # true tracks whose measured impact parameters scatter 3x their errors
 # A fake's fitted parameters estimate no particle's: its impact parameters scatter several
 # times its nominal errors (median factor, by Truth.kind).
-FAKE_PULL = {COMBINATORIAL: 1.6, GHOST: 1.3}
+FAKE_PULL = {COMBINATORIAL: 1.6, GHOST: 1.5}
 
 
 @dataclass

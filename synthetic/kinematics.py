@@ -91,12 +91,13 @@ def track_origin(
     dz0 = r_prod * rng.normal(0, 0.3, n) * (1 + np.abs(np.sinh(kin.eta)))
 
     # Fakes: a combinatorial seed lies anywhere in the seeding region, transversely and along
-    # the luminous region (not at a vertex); a ghost follows one real particle for a while.
+    # the luminous region (not at a vertex). A ghost's pixel seed belongs to a real particle:
+    # it points where that particle came from, only its fit is worse (impact.FAKE_PULL).
     fake = ~truth.is_true
     combinatorial = truth.kind == COMBINATORIAL
     region = column("origin_radius")[it]
     half_length = column("origin_half_length")[it]
-    fake_dxy = rng.laplace(0, np.where(combinatorial, 1.0, 0.4) * region, n)
+    fake_dxy = np.where(combinatorial, rng.laplace(0, region, n), 0.0)
     # In high pileup (~50 vertices over the luminous region) most fake seeds still lie near
     # some vertex; the rest anywhere in the seeding region's length.
     near_vertex = rng.random(n) < 0.85
@@ -105,7 +106,7 @@ def track_origin(
         rng.laplace(0, 0.15, n),
         ev.bsp[2][ev.evt] - ev.raw_xyz[2][raw_vertex] + rng.uniform(-half_length, half_length),
     )
-    fake_dz = np.where(combinatorial, z_seed, rng.laplace(0, 0.05 + 0.02 * half_length, n))
+    fake_dz = np.where(combinatorial, z_seed, 0.0)
     dxy0 = np.where(fake, fake_dxy, dxy0)
     dz0 = np.where(fake, fake_dz, dz0)
     prompt = truth.is_true & (np.abs(dxy0) < 0.1)
