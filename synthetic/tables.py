@@ -34,6 +34,7 @@ class Iteration:
 # fmt: off
 ITERATIONS = {
     #                       weight  fake pt_min displ radius pixel layers P(0..4)          fwd
+    #                      (cuts), origin_radius, origin_half_length, first_strip, min_hits, ghost
     "initialStep": Iteration(0.450, 0.03, 0.45, 0.08, 0.15, (0, 0, 0, 0.05, 0.95), 0.50,
                              (-0.35, 0.10, 0.28), 0.02, 15.0, 0, 3, 0.12),
     "lowPtQuadStep": Iteration(0.130, 0.08, 0.15, 0.10, 0.20, (0, 0, 0, 0.05, 0.95), 0.52,
