@@ -21,11 +21,11 @@ from cmssw.ntuple import ALGORITHMS, DNN_ITERATIONS, LABEL_BRANCHES
 from network.choices import ACTIVATIONS, INITIALIZERS, TRANSFORMS
 from pipeline.search_space import check_search_settings
 from pipeline.settings import SettingsError, default_config, describe_config
+from synthetic.tables import PROCESS_NAMES
 
 # Names of the DataFrame's own columns: a feature or extra branch may not take them.
 RESERVED_COLUMNS = ("trk_isTrue", "event_index", "sample", "weight")
 
-SYNTHETIC_PROCESSES = ("qcd", "ttbar", "displaced", "zee")
 
 
 
@@ -272,10 +272,10 @@ def _check_samples(cfg: dict[str, Any]) -> Problem:
         if not isinstance(samples[name], str):
             return ("synthetic_samples", f"names {name!r}, whose `samples` entry is not one folder",
                     f"samples['{name}'] = 'data/synthetic/{name}'")  # fmt: skip
-        if process not in SYNTHETIC_PROCESSES:
+        if process not in PROCESS_NAMES:
             return ("synthetic_samples", f"sample {name!r}: unknown process {process!r}"
-                    f"{_suggest(process, SYNTHETIC_PROCESSES)}",
-                    f"one of {SYNTHETIC_PROCESSES}")  # fmt: skip
+                    f"{_suggest(process, PROCESS_NAMES)}",
+                    f"one of {PROCESS_NAMES}")  # fmt: skip
         if label not in LABEL_BRANCHES:
             return ("synthetic_samples", f"sample {name!r}: label {label!r} is none of "
                     f"{LABEL_BRANCHES}", f"('{process}', 1000, 1, 'trk_isTrue')")  # fmt: skip

@@ -17,6 +17,7 @@ from sklearn.metrics import roc_auc_score
 
 import config
 import make_ntuples
+import synthetic.events
 from cmssw.ntuple import ALGORITHMS
 from make_ntuples import generate_events, generate_sample, write_ntuple
 
@@ -454,7 +455,7 @@ def test_impact_parameters_and_vertices(samples):
 
 
 def test_events_without_a_good_vertex(monkeypatch):
-    monkeypatch.setattr(make_ntuples, "FAILED_VERTEX_FRACTION", 0.3)
+    monkeypatch.setattr(synthetic.events, "FAILED_VERTEX_FRACTION", 0.3)
     counts, arrays = generate_events("qcd", 40, seed=3)
     evt = np.repeat(np.arange(len(counts)), counts)
     vtx_evt = np.repeat(np.arange(len(counts)), arrays["vtx_counts"])

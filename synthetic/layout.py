@@ -1,0 +1,17 @@
+"""The branches of a trackingNtuple as CMSSW's TrackingNtuple module books them, and their types.
+
+The generator returns arrays of exactly these element types; the writers of make_ntuples.py
+write them in this order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cmssw.ntuple import TRACK_BRANCHES as NTUPLE_TRACK_BRANCHES
+
+EVENT_BRANCHES = {"event": np.uint64, "lumi": np.uint32, "run": np.uint32}
+# The ntuple's per-track branches and their element types (cmssw.ntuple), as NumPy types.
+TRACK_BRANCHES = {name: np.dtype(kind).type for name, kind in NTUPLE_TRACK_BRANCHES.items()}
+VERTEX_BRANCHES = {f"vtx_{name}": np.float32 for name in ("x", "y", "z", "ndof", "chi2")}
+BEAMSPOT_BRANCHES = {f"bsp_{name}": np.float32 for name in ("x", "y", "z")}
