@@ -10,7 +10,7 @@ or put the ones you change in a file of your own and pass it with ``--config my_
 """
 
 from cmssw.classifiers import TF_GRAPH_FEATURES  # the facts these defaults refer to
-from cmssw.ntuple import DNN_ITERATIONS
+from cmssw.ntuple import DNN_ITERATIONS, TREE_PATH
 
 # ---------------------------------------------------------------------------------------------
 # Data
@@ -26,7 +26,7 @@ samples = {
 }
 train_samples = ["qcd", "ttbar", "displaced"]  # balanced, then split into train/validation/test
 test_samples = ["qcd_test", "zee_test", "displaced_test"]  # held out whole, for the evaluation
-tree_path = "trackingNtuple/tree"
+tree_path = TREE_PATH  # "trackingNtuple/tree", where TrackingNtuple writes its tree
 skip_bad_files = False  # True: warn about unreadable files and go on without them
 
 # The embedded synthetic sample: a sample named here whose folder holds no .root file yet is

@@ -93,6 +93,7 @@ from uproot.models.TBasket import Model_TBasket
 from uproot.source.cursor import Cursor
 
 from cmssw.classifiers import DERIVED_INPUTS
+from cmssw.ntuple import TREE_PATH
 from loader.workers import Call, Runner, WorkerPool, run_here
 from pipeline.console import progress
 
@@ -200,7 +201,7 @@ class DatasetLoader:
     def __init__(
         self,
         max_workers: int = 2,
-        tree_path: str = "trackingNtuple/tree",
+        tree_path: str = TREE_PATH,
         features: Sequence[str] | None = None,
         algo_branch: str = "trk_originalAlgo",
         label: str = "auto",

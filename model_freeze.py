@@ -23,7 +23,6 @@ if __name__ == "__main__":  # before TensorFlow is imported: main.py's quiet con
 
     sys.exit(_pipeline.cli(["--stage", "freeze", "--run", *sys.argv[1:]]))
 
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +47,7 @@ from cmssw.classifiers import (
 )
 from deploy.fold import fold_batch_norm
 from deploy.graph_optimize import optimize_graph_def
+from pipeline.files import atomic_path
 from pipeline.runs import HOLDOUT
 
 GRAPH_FILE = "frozen_graph.pb"
@@ -141,16 +141,11 @@ def freeze_model(
     strip_default_attributes(graph_def)
     check_contract(graph_def, widths[FEATURE_INPUT])
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(graph_def.SerializeToString())
-    try:
+    with atomic_path(path) as tmp:  # written only once the reloaded graph agrees
+        tmp.write_bytes(graph_def.SerializeToString())
         difference, checked = agreement(load_graph_def(tmp), model, check_inputs)
-        require_agreement(
-            difference, tolerance, "The frozen graph", checked, f"{path} was not written."
-        )
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        consequence = f"{path} was not written."
+        require_agreement(difference, tolerance, "The frozen graph", checked, consequence)
     return _report(path, graph_def, checked, difference, deploy_target, widths)
 
 

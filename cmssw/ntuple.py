@@ -6,6 +6,8 @@ The iteration that built a track is ``trk_originalAlgo``, a ``reco::TrackBase::T
 
 from __future__ import annotations
 
+TREE_PATH = "trackingNtuple/tree"  # the TDirectory and TTree TrackingNtuple writes
+
 # reco::TrackBase::TrackAlgorithm, the values of trk_algo / trk_originalAlgo.
 ALGORITHMS = {
     "undefAlgorithm": 0,

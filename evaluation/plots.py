@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from matplotlib.ticker import LogLocator, MaxNLocator, NullLocator, StrMethodFor
 
 from evaluation.metrics import roc_points
 from evaluation.names import BDT, LEVELS, NEW, REFERENCE, label
+from pipeline.files import atomic_path
 
 DPI = 72  # small PNGs that still read well on a slide and at the report's width
 LEVEL_COLORS = {"loose": "#5790fc", "tight": "#f89c20", "highPurity": "#e42536"}
@@ -139,9 +139,8 @@ def save(fig: Figure, path: Path) -> Path:
     """Write the PNG under a temporary name, then rename: no half-written image is ever seen."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, format="png", dpi=DPI)
-    os.replace(tmp, path)
+    with atomic_path(path, ".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI)
     return path
 
 

@@ -31,7 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pipeline.files import write_atomically
+from pipeline.files import atomic_path, write_atomically
 from pipeline.runs import Interrupted
 
 STATE_FOLDER = "training_state"
@@ -167,17 +167,15 @@ class TrainingState(keras.callbacks.Callback):
         self.folder.mkdir(parents=True, exist_ok=True)
         number = self.state.get("number", 0) + 1
         files = {"weights": f"state-{number:06d}.weights.h5", "extra": f"state-{number:06d}.npz"}
-        tmp = self.folder / f".{files['weights']}.tmp.weights.h5"
-        self.model.save_weights(tmp)
-        tmp.rename(self.folder / files["weights"])
+        with atomic_path(self.folder / files["weights"], ".weights.h5") as tmp:
+            self.model.save_weights(tmp)
         arrays = {f"rng_{i}": v.numpy() for i, v in enumerate(_rng_variables(self.model))}
         if mid_epoch:
             arrays.update(
                 {f"metric_{i}": v.numpy() for i, v in enumerate(self.model.metrics_variables)}
             )
-        with open(self.folder / f".{files['extra']}.tmp", "wb") as file:
+        with atomic_path(self.folder / files["extra"]) as tmp, open(tmp, "wb") as file:
             np.savez(file, **arrays)
-        (self.folder / f".{files['extra']}.tmp").rename(self.folder / files["extra"])
         old = self.state.get("files")
         self.state.update(epoch=epoch, batch=batch, files=files, number=number, **extra)
         self.state["callbacks"] = self._decider_states = [

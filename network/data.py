@@ -18,7 +18,6 @@ batches an uninterrupted one would.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ import tensorflow as tf
 
 from cmssw.ntuple import LABEL
 from network.inputs import aligned_empty, feature_matrix
+from pipeline.files import atomic_path
 
 
 class TrackData:
@@ -189,13 +189,8 @@ class Trainer(keras.Model):
         """Save the network (not this wrapper) under a temporary name, then rename."""
         path = Path(filepath)
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".keras", dir=path.parent)
-        os.close(handle)
-        try:
+        with atomic_path(path, ".keras") as tmp:
             self.network.save(tmp, **kwargs)
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
 
     def _maybe_symbolic_build(self, iterator: Any = None, data_batch: Any = None) -> None:
         # Keras peeks at a batch to build the model symbolically, and under a multi-worker

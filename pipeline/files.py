@@ -1,10 +1,20 @@
 """Writing files so that nobody ever sees half of one: write a temporary file beside the target,
-then rename it into place (atomic on POSIX filesystems)."""
+then rename it into place (atomic on POSIX filesystems). Every writer of the project goes
+through these.
+
+    write_atomically(path, text_or_bytes)       # replaces an older file whole
+    write_new_file(path, text_or_bytes)         # a record: refuses to overwrite
+    with atomic_path(path) as tmp:              # a library writes tmp itself (ROOT, Keras, h5)
+        library.save(tmp)
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -45,3 +55,23 @@ def write_new_file(path: str | os.PathLike, data: str | bytes) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def temporary_name(path: str | os.PathLike, suffix: str = "") -> Path:
+    """A unique hidden name beside path (same disk: the final rename is atomic); not created,
+    so that whoever writes it makes it with the usual permissions. suffix: the extension a
+    library insists on (".keras", ".weights.h5")."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp{suffix}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """A temporary path to write; renamed to path when the block ends without an error, deleted
+    when it raises."""
+    tmp = temporary_name(path, suffix)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -20,6 +20,7 @@ import make_ntuples
 import synthetic.events
 from cmssw.ntuple import ALGORITHMS
 from make_ntuples import generate_events, generate_sample, write_ntuple
+from synthetic import write_root
 
 TREE = "trackingNtuple/tree"
 CLASSIFIED = [ALGORITHMS[name] for name in config.iterations]
@@ -177,7 +178,7 @@ def test_a_cached_dictionary_that_no_longer_loads_is_rebuilt(tmp_path, monkeypat
     answer = subprocess.run([sys.executable, "-c", ask], capture_output=True, text=True, check=True)
     version, installation = answer.stdout.split()[-2:]
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    stale = make_ntuples.dictionary_cache(version, Path(installation))
+    stale = write_root.dictionary_cache(version, Path(installation))
     assert stale.is_relative_to(tmp_path / "cache")
     stale.mkdir(parents=True)
     (stale / "AutoDict_vector_vector_int_cxx.so").write_bytes(b"\x7fELF linked to a lost venv")
@@ -251,9 +252,9 @@ def test_missing_root_says_how_to_install_it(tmp_path, monkeypatch):
     code = (
         "import sys; sys.modules['ROOT'] = None; "
         f"sys.path.insert(0, {str(Path(make_ntuples.__file__).parent)!r}); "
-        "import make_ntuples; make_ntuples._root_child_main()"
+        "from synthetic import write_root; write_root.child_main()"
     )
-    monkeypatch.setattr(make_ntuples, "_root_child_command", lambda: [sys.executable, "-c", code])
+    monkeypatch.setattr(write_root, "child_command", lambda: [sys.executable, "-c", code])
     counts, arrays = generate_events("qcd", 3, seed=0)
     with pytest.raises(RuntimeError, match=r"pip install -r requirements.txt.*--writer uproot"):
         write_ntuple(tmp_path / "qcd.root", counts, arrays, label="trk_simTrkIdx")
