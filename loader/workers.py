@@ -3,12 +3,14 @@
 multiprocessing's pools (and concurrent.futures' ProcessPoolExecutor on them) start a worker
 by re-running the caller's __main__ module in it: a script without an
 `if __name__ == "__main__":` guard starts a load in every worker, and a program read from
-stdin (`python -`) cannot be re-run at all. These workers are plain Python processes started
-with subprocess (fork and exec: safe in a process running threads, e.g. TensorFlow's) that
-import only what the calls they receive need, from the caller's sys.path; each is fed through
-its own socket, so that the tasks of a file go to the worker that has it open (one TTree parse
-per file and worker, not per task). A worker that dies is reported with its exit signal or
-status and the last lines it wrote.
+stdin (`python -`) cannot be re-run at all. Here a fork server of our own is started with
+subprocess (fork and exec: safe in a process running threads, e.g. TensorFlow's) as a plain
+Python process that runs nothing of the caller: it imports the workers' modules once, then
+forks a worker on each request, which costs a fork instead of an interpreter and its imports
+(uproot alone takes most of a second). Each worker is fed through its own socket, so that the
+tasks of a file go to the worker that has it open (one TTree parse per file and worker, not
+per task). A worker that dies is reported with its exit signal or status and the last lines
+it wrote.
 
     with WorkerPool(4) as pool:
         for index, result in pool.run([Call(function, args, file), ...]):
@@ -28,12 +30,16 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from multiprocessing import reduction
+from pathlib import Path
 from typing import Any
 
 OPEN_FILES = 16  # ROOT files a worker keeps open between calls (see dataset_loader)
-_START = "import sys; from loader.workers import serve; serve(int(sys.argv[1]))"
+_START = "import sys; from loader.workers import serve_forks; serve_forks(int(sys.argv[1]))"
+Connection = multiprocessing.connection.Connection
 
 
 @dataclass(frozen=True)
@@ -55,12 +61,84 @@ def run_here(calls: list[Call]) -> Iterator[tuple[int, Callable[[], Any]]]:
         yield index, lambda call=call: call.function(*call.args)
 
 
+class ForkServer:
+    """The process the workers are forked from; it answers "spawn", "status" and "exit"."""
+
+    def __init__(self) -> None:
+        environment = dict(os.environ)
+        # The caller's import path, so that the workers find every module a call refers to.
+        paths = [os.path.abspath(p or os.curdir) for p in sys.path if os.path.isdir(p or os.curdir)]
+        environment["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+        ours, theirs = socket.socketpair()
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115  (closed by close())
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _START, str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),),
+            stdin=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=self.log,
+            env=environment,
+            start_new_session=True,  # a Ctrl-C in the terminal is for the caller alone
+        )
+        theirs.close()
+        self.control = Connection(ours.detach())
+        self.lock = threading.Lock()  # one request at a time
+
+    def spawn(self) -> tuple[int, str, Connection]:
+        """A new worker: (its pid, the file of its output, the connection to it)."""
+        with self.lock:
+            try:
+                self.control.send(("spawn",))
+                pid, log = self.control.recv()
+                return pid, log, Connection(reduction.recv_handle(self.control))
+            except (EOFError, OSError):
+                raise RuntimeError(f"the loader's fork server {self._ended()}") from None
+
+    def exit_status(self, pid: int, timeout: float = 5.0) -> int | None:
+        """A worker's exit status (negative: the signal that killed it); None if still alive."""
+        with self.lock:
+            try:
+                self.control.send(("status", pid, timeout))
+                return self.control.recv()
+            except (EOFError, OSError):
+                return None
+
+    def _ended(self) -> str:
+        status = self.process.poll()
+        self.log.seek(0)
+        words = self.log.read().decode(errors="replace").strip().splitlines()[-12:]
+        said = ("; its last output:\n  " + "\n  ".join(words)) if words else ""
+        return f"{describe_status(status)}{said}"
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError), self.lock:
+            self.control.send(("exit",))
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.control.close()
+        self.log.close()
+
+
+def describe_status(status: int | None) -> str:
+    if status is None:
+        return "stopped answering"
+    if status < 0:
+        name = signal.Signals(-status).name
+        why = " (the kernel's out-of-memory killer sends SIGKILL; `dmesg` says whether it did)"
+        return f"was killed by {name}" + (why if name == "SIGKILL" else "")
+    return f"exited with status {status}"
+
+
 @dataclass(eq=False)
 class Worker:
-    process: subprocess.Popen
-    connection: multiprocessing.connection.Connection
+    pid: int
+    connection: Connection
     files: list[str] = dataclasses.field(default_factory=list)  # open there, oldest first
-    log: Any = None  # the file its stdout and stderr go to
+    log: str = ""  # the file its stdout and stderr go to
+    server: ForkServer | None = None
 
     def send(self, index: int, call: Call) -> None:
         self.connection.send((index, call.function, call.args))
@@ -70,26 +148,14 @@ class Worker:
 
     def death(self, call: Call | None) -> RuntimeError:
         """Why it died, as far as can be known: exit signal or status, its last words."""
+        status = self.server.exit_status(self.pid) if self.server is not None else None
         try:
-            status = self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            status = None
-        if status is None:
-            cause = "stopped answering"
-        elif status < 0:
-            name = signal.Signals(-status).name
-            cause = f"was killed by {name}" + (
-                " (the kernel's out-of-memory killer sends SIGKILL; `dmesg` says whether it did)"
-                if name == "SIGKILL"
-                else ""
-            )
-        else:
-            cause = f"exited with status {status}"
-        self.log.seek(0)
-        words = self.log.read().decode(errors="replace").strip().splitlines()[-12:]
+            words = Path(self.log).read_text(errors="replace").strip().splitlines()[-12:]
+        except OSError:
+            words = []
         said = ("; its last output:\n  " + "\n  ".join(words)) if words else ""
         where = f" while reading {call.file}" if call is not None else " while starting"
-        return RuntimeError(f"worker process {self.process.pid}{where} {cause}{said}")
+        return RuntimeError(f"worker process {self.pid}{where} {describe_status(status)}{said}")
 
 
 class WorkerPool:
@@ -99,50 +165,30 @@ class WorkerPool:
     def __init__(self, size: int) -> None:
         self.size = size
         self.lock = threading.Lock()
-        self.starting: list[Worker] = []
+        self.server: ForkServer | None = None
         self.ready: list[Worker] = []
         self.closing = False
         self.start_error: BaseException | None = None
         threading.Thread(target=self._start, name="loader-workers", daemon=True).start()
 
     def _start(self) -> None:
-        environment = dict(os.environ)
-        # The caller's import path, so that a worker finds every module a call refers to.
-        paths = [os.path.abspath(p or os.curdir) for p in sys.path if os.path.isdir(p or os.curdir)]
-        environment["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
         try:
-            for _ in range(self.size):
-                ours, theirs = socket.socketpair()
-                log = tempfile.TemporaryFile()  # noqa: SIM115  (closed by close())
-                process = subprocess.Popen(
-                    [sys.executable, "-c", _START, str(theirs.fileno())],
-                    pass_fds=(theirs.fileno(),),
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=log,
-                    env=environment,
-                    start_new_session=True,  # a Ctrl-C in the terminal is for the parent
-                )
-                theirs.close()
-                worker = Worker(
-                    process, multiprocessing.connection.Connection(ours.detach()), log=log
-                )
-                with self.lock:
-                    closing = self.closing
-                    if not closing:
-                        self.starting.append(worker)
-                if closing:  # the load finished before this one started
-                    worker.connection.close()  # it sees the end of its socket and exits
-                    process.wait()
-                    log.close()
+            server = ForkServer()
+            with self.lock:
+                if self.closing:  # the load finished before the server was up
+                    server.close()
                     return
-            for worker in list(self.starting):
+                self.server = server
+            for _ in range(self.size):
+                pid, log, connection = server.spawn()
+                worker = Worker(pid, connection, log=log, server=server)
                 try:
-                    up = worker.connection.poll(120) and worker.connection.recv() == "ready"
+                    up = connection.poll(120) and connection.recv() == "ready"
                 except (EOFError, OSError):
                     up = False
                 with self.lock:
-                    if self.closing:  # the load finished without them
+                    if self.closing:
+                        connection.close()  # it sees the end of its socket and exits
                         return
                     if not up:
                         raise worker.death(None)
@@ -190,21 +236,18 @@ class WorkerPool:
         """Let the workers finish (wait=True) or stop them at once (after an error)."""
         with self.lock:
             self.closing = True
-            workers = list(self.starting)
+            workers, server = list(self.ready), self.server
         for worker in workers:
             if wait:
                 with contextlib.suppress(OSError):
                     worker.connection.send(None)
             else:
-                worker.process.terminate()
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.pid, signal.SIGTERM)
         for worker in workers:
-            try:
-                worker.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                worker.process.kill()
-                worker.process.wait()
             worker.connection.close()
-            worker.log.close()
+        if server is not None:
+            server.close()  # waits for its workers, removes their output files
 
     def __enter__(self) -> WorkerPool:
         return self
@@ -236,12 +279,77 @@ def _raiser(error: BaseException) -> Callable[[], Any]:
     return result
 
 
-def serve(descriptor: int) -> None:
-    """A worker process: run the calls the parent sends, until it sends None."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
-    connection = multiprocessing.connection.Connection(descriptor)
-    import dataset_loader  # the calls' module: imported once, before the first call
+# --- the fork server and the workers, in their own processes -----------------------------------
 
+
+def serve_forks(descriptor: int) -> None:
+    """The fork server: import the calls' module once, then fork a worker on each "spawn"
+    (single-threaded here, so fork is safe), report exit statuses, reap the workers."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    control = Connection(descriptor)
+    import dataset_loader  # noqa: F401  (the calls' module: in every worker without a cost)
+
+    children: dict[int, str] = {}  # pid -> the file of its output
+    try:
+        while True:
+            message = control.recv()
+            if message[0] == "spawn":
+                _fork_worker(control, children)
+            elif message[0] == "status":
+                control.send(_wait_for(message[1], message[2], children))
+            else:
+                break
+    except EOFError:  # the caller is gone
+        pass
+    for pid, log in list(children.items()):
+        _wait_for(pid, 30.0, children)
+        Path(log).unlink(missing_ok=True)
+
+
+def _fork_worker(control: Connection, children: dict[int, str]) -> None:
+    ours, theirs = socket.socketpair()
+    handle, log = tempfile.mkstemp(prefix="loader-worker-", suffix=".log")
+    pid = os.fork()
+    if pid == 0:  # the worker
+        status = 0
+        try:
+            control.close()
+            ours.close()
+            os.dup2(handle, 1)
+            os.dup2(handle, 2)
+            serve(theirs.detach())
+        except BaseException:
+            status = 1
+        finally:
+            os._exit(status)
+    os.close(handle)
+    theirs.close()
+    children[pid] = log
+    control.send((pid, log))
+    reduction.send_handle(control, ours.fileno(), os.getppid())
+    ours.close()
+
+
+def _wait_for(pid: int, timeout: float, children: dict[int, str]) -> int | None:
+    """The exit status of a worker within timeout (negative: killed by that signal)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return None
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.02)
+
+
+def serve(descriptor: int) -> None:
+    """A worker: run the calls the caller sends, until it sends None or goes away."""
+    import dataset_loader
+
+    connection = Connection(descriptor)
     connection.send("ready")
     try:
         while True:
@@ -261,3 +369,5 @@ def serve(descriptor: int) -> None:
         pass
     finally:
         dataset_loader.forget_open_files()
+        sys.stdout.flush()
+        sys.stderr.flush()

@@ -573,7 +573,7 @@ def test_pool_spreads_one_file_over_every_worker():
     finally:
         pool.close(wait=True)
     assert len(pids) == 20
-    assert set(pids) == {worker.process.pid for worker in pool.ready}
+    assert set(pids) == {worker.pid for worker in pool.ready}
 
 
 def test_this_process_works_until_the_workers_are_up(monkeypatch):
