@@ -120,11 +120,11 @@ def run_loader(spec: dict) -> dict:
     import pandas  # noqa: F401  (imported by any caller of the loader: not part of the load)
 
     import config
-    import dataset_loader
     from dataset_loader import DatasetLoader
+    from loader import baskets
 
     if spec.get("zlib"):  # inflate ZLIB with the zlib module, as uproot does
-        dataset_loader._libdeflate = None
+        baskets.libdeflate = None
     loader = DatasetLoader(
         max_workers=spec["workers"],
         features=config.features,
@@ -160,7 +160,8 @@ def run_bare(spec: dict) -> dict:
     import numpy as np
     import uproot
 
-    import dataset_loader
+    from loader.decode import inner_sizes
+    from loader.ntuples import VECTOR_VECTOR_INT_WORDS
 
     branches = _branches()
     kept = []
@@ -171,7 +172,7 @@ def run_bare(spec: dict) -> dict:
         if "trk_isTrue" in tree:
             label = tree["trk_isTrue"].array(library=spec["library"])
         else:  # the raw words: what the loader reads of this branch
-            interpretation = dataset_loader._VECTOR_VECTOR_INT_WORDS
+            interpretation = VECTOR_VECTOR_INT_WORDS
             label = tree["trk_simTrkIdx"].array(interpretation, library=spec["library"])
         kept.append((tree, arrays, label))
     seconds = time.perf_counter() - start
@@ -190,7 +191,7 @@ def run_bare(spec: dict) -> dict:
             flags = ak.to_numpy(ak.flatten(label)) != 0
         else:
             words = ak.to_numpy(ak.flatten(label)).astype(np.int32)
-            sizes = dataset_loader._inner_sizes(words, ak.to_numpy(ak.num(label)), counts)
+            sizes = inner_sizes(words, ak.to_numpy(ak.num(label)), counts)
             flags = sizes > 0
         columns.setdefault("trk_isTrue", []).append(flags.astype(np.int8))
         entries = np.arange(offset, offset + tree.num_entries, dtype=np.uint32)

@@ -37,7 +37,8 @@ from multiprocessing import reduction
 from pathlib import Path
 from typing import Any
 
-OPEN_FILES = 16  # ROOT files a worker keeps open between calls (see dataset_loader)
+from loader.ntuples import OPEN_FILES
+
 _START = "import sys; from loader.workers import serve_forks; serve_forks(int(sys.argv[1]))"
 Connection = multiprocessing.connection.Connection
 
@@ -283,11 +284,13 @@ def _raiser(error: BaseException) -> Callable[[], Any]:
 
 
 def serve_forks(descriptor: int) -> None:
-    """The fork server: import the calls' module once, then fork a worker on each "spawn"
+    """The fork server: import the calls' modules once, then fork a worker on each "spawn"
     (single-threaded here, so fork is safe), report exit statuses, reap the workers."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     control = Connection(descriptor)
-    import dataset_loader  # noqa: F401  (the calls' module: in every worker without a cost)
+    # The calls' modules: imported once here, in every worker without a cost.
+    import loader.decode  # noqa: F401
+    import loader.scan  # noqa: F401
 
     children: dict[int, str] = {}  # pid -> the file of its output
     try:
@@ -347,7 +350,7 @@ def _wait_for(pid: int, timeout: float, children: dict[int, str]) -> int | None:
 
 def serve(descriptor: int) -> None:
     """A worker: run the calls the caller sends, until it sends None or goes away."""
-    import dataset_loader
+    from loader.decode import forget_process_state
 
     connection = Connection(descriptor)
     connection.send("ready")
@@ -368,6 +371,6 @@ def serve(descriptor: int) -> None:
     except (EOFError, KeyboardInterrupt):
         pass
     finally:
-        dataset_loader.forget_open_files()
+        forget_process_state()
         sys.stdout.flush()
         sys.stderr.flush()

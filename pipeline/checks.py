@@ -27,8 +27,6 @@ from synthetic.tables import PROCESS_NAMES
 RESERVED_COLUMNS = ("trk_isTrue", "event_index", "sample", "weight")
 
 
-
-
 # ---------------------------------------------------------------------------------------------
 # Checks: types and ranges (pydantic), then consistency
 # ---------------------------------------------------------------------------------------------

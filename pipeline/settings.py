@@ -29,6 +29,8 @@ from pipeline.files import write_new_file
 
 CONFIG_FILE = Path(__file__).resolve().parents[1] / "config.py"
 STAGES = ("all", "load", "balance", "train", "freeze", "evaluate")
+
+
 class SettingsError(SystemExit):
     """A bad setting: the message names it, its value and where it came from, and the fix.
 

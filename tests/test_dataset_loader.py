@@ -19,6 +19,11 @@ import uproot
 
 import config
 import dataset_loader
+import loader.baskets
+import loader.columns
+import loader.decode
+import loader.ntuples
+import loader.scan
 from dataset_loader import DatasetLoader, NtupleError, expand_paths
 from loader.workers import Call, Worker, WorkerPool, pick_call
 
@@ -44,7 +49,7 @@ UPROOT_COMPRESSIONS = {
 }
 
 
-def loader(**settings) -> DatasetLoader:
+def make_loader(**settings) -> DatasetLoader:
     return DatasetLoader(**{"max_workers": 1, "features": FEATURES, "progress": False, **settings})
 
 
@@ -127,7 +132,7 @@ def write_counter_ntuple(
 
 
 def assert_baskets_read_like_uproot(path: Path) -> None:
-    """Our own basket reading (dataset_loader._read_basket) gives uproot's data and offsets,
+    """Our own basket reading (loader.baskets.read_basket) gives uproot's data and offsets,
     without leaving any basket to uproot."""
     tree = uproot.open(path)["trackingNtuple/tree"]
     names = ["trk_pt", "trk_nPixel", "trk_originalAlgo", "trk_isTrue", "trk_simTrkIdx"]
@@ -137,7 +142,7 @@ def assert_baskets_read_like_uproot(path: Path) -> None:
             for number in range(branch.num_baskets):
                 raw.seek(branch.member("fBasketSeek")[number])
                 data = raw.read(branch.basket_compressed_bytes(number))
-                ours = dataset_loader._read_basket(data, offsets[number], offsets[number + 1])
+                ours = loader.baskets.read_basket(data, offsets[number], offsets[number + 1])
                 theirs = branch.basket(number)
                 assert ours is not None, (branch.name, number)
                 np.testing.assert_array_equal(ours.data, theirs.data)
@@ -164,7 +169,7 @@ def basket_compressions(path: Path) -> set[bytes]:
 
 @pytest.mark.parametrize("path", [IS_TRUE, SIM_TRK_IDX], ids=["isTrue", "simTrkIdx"])
 def test_fixture_equals_direct_read(path):
-    df = loader().load_into_dataframe(path, sample="qcd")
+    df = make_loader().load_into_dataframe(path, sample="qcd")
     assert_dtypes(df)
     assert_same_as_direct_read(df, path)
     assert list(df["sample"].cat.categories) == ["qcd"]
@@ -179,13 +184,13 @@ def test_sim_trk_idx_label_counts_multiple_matches_as_true():
     tree = uproot.open(SIM_TRK_IDX)["trackingNtuple/tree"]
     matches = ak.to_numpy(ak.flatten(ak.num(tree["trk_simTrkIdx"].array(library="ak"), axis=2)))
     assert {0, 1, 2} <= set(matches)  # the fixture has unmatched, single and double matches
-    df = loader().load_into_dataframe(SIM_TRK_IDX)
+    df = make_loader().load_into_dataframe(SIM_TRK_IDX)
     np.testing.assert_array_equal(df["trk_isTrue"].to_numpy(), (matches > 0).astype(np.int8))
 
     # The fast path (raw int32 words) does the work here, not the generic fallback.
-    words = tree["trk_simTrkIdx"].array(dataset_loader._VECTOR_VECTOR_INT_WORDS, library="ak")
+    words = tree["trk_simTrkIdx"].array(loader.ntuples.VECTOR_VECTOR_INT_WORDS, library="ak")
     tracks_per_event = ak.to_numpy(ak.num(tree["trk_pt"].array()))
-    sizes = dataset_loader._inner_sizes(
+    sizes = loader.decode.inner_sizes(
         ak.to_numpy(ak.flatten(words)), ak.to_numpy(ak.num(words)), tracks_per_event
     )
     np.testing.assert_array_equal(sizes, matches)
@@ -193,18 +198,18 @@ def test_sim_trk_idx_label_counts_multiple_matches_as_true():
 
 def test_sim_trk_idx_generic_reading_gives_the_same(monkeypatch):
     """The fallback for a layout the fast path does not know gives the same labels."""
-    fast = loader().load_into_dataframe(SIM_TRK_IDX)
-    monkeypatch.setattr(dataset_loader, "_inner_sizes", lambda *args: None)
-    pd.testing.assert_frame_equal(loader().load_into_dataframe(SIM_TRK_IDX), fast)
+    fast = make_loader().load_into_dataframe(SIM_TRK_IDX)
+    monkeypatch.setattr(loader.decode, "inner_sizes", lambda *args: None)
+    pd.testing.assert_frame_equal(make_loader().load_into_dataframe(SIM_TRK_IDX), fast)
 
 
 def test_inner_sizes_rejects_other_layouts():
     # Two events: [] and two tracks with sizes 1 and 0 -> words [1, 7, 0].
     words, words_per_event = np.array([1, 7, 0], np.int32), np.array([0, 3])
-    sizes = dataset_loader._inner_sizes(words, words_per_event, np.array([0, 2]))
+    sizes = loader.decode.inner_sizes(words, words_per_event, np.array([0, 2]))
     np.testing.assert_array_equal(sizes, [1, 0])
-    assert dataset_loader._inner_sizes(words, words_per_event, np.array([0, 1])) is None
-    assert dataset_loader._inner_sizes(words, words_per_event, np.array([0, 3])) is None
+    assert loader.decode.inner_sizes(words, words_per_event, np.array([0, 1])) is None
+    assert loader.decode.inner_sizes(words, words_per_event, np.array([0, 3])) is None
 
 
 def count_tasks(monkeypatch) -> list:
@@ -220,10 +225,10 @@ def count_tasks(monkeypatch) -> list:
 def test_entry_ranges_of_clustered_files(clustered_ntuples, monkeypatch):
     """Files with many clusters split into many entry ranges give the same rows."""
     paths = [clustered_ntuples[IS_TRUE.name], clustered_ntuples[SIM_TRK_IDX.name]]
-    whole = loader().load_samples({"a": IS_TRUE, "b": SIM_TRK_IDX})
+    whole = make_loader().load_samples({"a": IS_TRUE, "b": SIM_TRK_IDX})
     tasks = count_tasks(monkeypatch)
     monkeypatch.setattr(dataset_loader, "TASK_BYTES", 1)  # one task per cluster
-    split = loader().load_samples({"a": paths[0], "b": paths[1]})
+    split = make_loader().load_samples({"a": paths[0], "b": paths[1]})
     pd.testing.assert_frame_equal(split, whole)
     assert len({task.path for task in tasks}) == 2 and len(tasks) > 20
     # The ranges tile each file's entries and the rows, in order.
@@ -239,54 +244,54 @@ def test_tasks_follow_the_work_size(clustered_ntuples, monkeypatch):
     """Task size: at most TASK_BYTES, and small enough for TASKS_PER_WORKER per worker."""
     path = clustered_ntuples[IS_TRUE.name]
     tasks = count_tasks(monkeypatch)
-    loader().load_into_dataframe(path)
+    make_loader().load_into_dataframe(path)
     assert len(tasks) >= 8  # 16 per worker wanted, on 15 clusters
     tasks.clear()
     monkeypatch.setattr(dataset_loader, "TASKS_PER_WORKER", 1)
-    loader().load_into_dataframe(path)
+    make_loader().load_into_dataframe(path)
     assert len(tasks) == 1
 
 
 def test_one_file_two_workers_gives_the_same(clustered_ntuples):
     path = clustered_ntuples[SIM_TRK_IDX.name]
-    one = loader(max_workers=1).load_into_dataframe(path)
-    two = loader(max_workers=2).load_into_dataframe(path)
+    one = make_loader(max_workers=1).load_into_dataframe(path)
+    two = make_loader(max_workers=2).load_into_dataframe(path)
     pd.testing.assert_frame_equal(one, two)
     assert_same_as_direct_read(two, SIM_TRK_IDX)
 
 
 def test_zlib_without_libdeflate_gives_the_same(clustered_ntuples, monkeypatch):
     path = clustered_ntuples[IS_TRUE.name]
-    fast = loader().load_into_dataframe(path)
-    monkeypatch.setattr(dataset_loader, "_libdeflate", None)
-    pd.testing.assert_frame_equal(loader().load_into_dataframe(path), fast)
+    fast = make_loader().load_into_dataframe(path)
+    monkeypatch.setattr(loader.baskets, "libdeflate", None)
+    pd.testing.assert_frame_equal(make_loader().load_into_dataframe(path), fast)
 
 
 def test_generic_reading_gives_the_same(clustered_ntuples, monkeypatch):
     """Layouts the fast paths do not know (basket headers, raw basket decoding) fall back to
     uproot's generic reading, with the same result."""
     paths = {"a": clustered_ntuples[IS_TRUE.name], "b": clustered_ntuples[SIM_TRK_IDX.name]}
-    fast = loader().load_samples(paths)
-    monkeypatch.setattr(dataset_loader, "_read_basket", lambda *args: None)  # uproot's baskets
-    pd.testing.assert_frame_equal(loader().load_samples(paths), fast)
-    monkeypatch.setattr(dataset_loader, "_tracks_from_headers", lambda *args: None)
-    pd.testing.assert_frame_equal(loader().load_samples(paths), fast)
-    monkeypatch.setattr(dataset_loader, "_jagged_layout", lambda *args: None)
-    pd.testing.assert_frame_equal(loader().load_samples(paths), fast)
+    fast = make_loader().load_samples(paths)
+    monkeypatch.setattr(loader.baskets, "read_basket", lambda *args: None)  # uproot's baskets
+    pd.testing.assert_frame_equal(make_loader().load_samples(paths), fast)
+    monkeypatch.setattr(loader.scan, "tracks_from_headers", lambda *args: None)
+    pd.testing.assert_frame_equal(make_loader().load_samples(paths), fast)
+    monkeypatch.setattr(loader.decode, "jagged_layout", lambda *args: None)
+    pd.testing.assert_frame_equal(make_loader().load_samples(paths), fast)
 
 
 def test_file_without_tracks(tmp_path):
     path = write_counter_ntuple(tmp_path / "empty_events.root", counts=np.zeros(12, int))
-    df = loader().load_into_dataframe(path, sample="qcd")
+    df = make_loader().load_into_dataframe(path, sample="qcd")
     assert len(df) == 0
     assert_dtypes(df)
-    both = loader().load_samples({"qcd": [path, IS_TRUE]})
+    both = make_loader().load_samples({"qcd": [path, IS_TRUE]})
     assert_same_as_direct_read(both, IS_TRUE, event_offset=12)
 
 
 def test_bytes_per_track_and_no_copies():
     """4 bytes per float column, 7 more per track; the columns are views of the mapped files."""
-    df = loader().load_into_dataframe(IS_TRUE)
+    df = make_loader().load_into_dataframe(IS_TRUE)
     floats = len(FEATURES) + 1  # + trk_mva
     per_column = df.memory_usage(index=False, deep=True)
     assert per_column.drop("sample").sum() == len(df) * (4 * floats + 6)
@@ -302,7 +307,7 @@ def test_bytes_per_track_and_no_copies():
 
 
 def test_load_samples_sample_column_and_event_index():
-    df = loader().load_samples({"ttbar": SIM_TRK_IDX, "qcd": [IS_TRUE, SIM_TRK_IDX]})
+    df = make_loader().load_samples({"ttbar": SIM_TRK_IDX, "qcd": [IS_TRUE, SIM_TRK_IDX]})
     assert_dtypes(df)
     assert list(df["sample"].cat.categories) == ["ttbar", "qcd"]
     sizes = df.groupby("sample", observed=True).size()
@@ -315,19 +320,19 @@ def test_load_samples_sample_column_and_event_index():
 
 
 def test_forced_label():
-    df = loader(label="trk_isTrue").load_into_dataframe(IS_TRUE)
+    df = make_loader(label="trk_isTrue").load_into_dataframe(IS_TRUE)
     assert_same_as_direct_read(df, IS_TRUE)
     with pytest.raises(
         NtupleError, match="'trk_simTrkIdx' \\(the label, `label` = 'trk_simTrkIdx'"
     ):
-        loader(label="trk_simTrkIdx").load_into_dataframe(IS_TRUE)
+        make_loader(label="trk_simTrkIdx").load_into_dataframe(IS_TRUE)
     with pytest.raises(ValueError, match="label"):
-        loader(label="isTrue")
+        make_loader(label="isTrue")
 
 
 def test_sample_without_paths():
     with pytest.raises(ValueError, match="'qcd': no path given"):
-        loader().load_samples({"ttbar": IS_TRUE, "qcd": []})
+        make_loader().load_samples({"ttbar": IS_TRUE, "qcd": []})
 
 
 @pytest.mark.parametrize("algorithm", ["ZLIB", "LZMA", "LZ4", "ZSTD"])
@@ -338,7 +343,7 @@ def test_root_written_compressions(root_compressed_ntuples, algorithm):
         assert type(uproot.open(path).file.compression).__name__ == algorithm
         assert basket_compressions(path) == {magic}  # the baskets really were recompressed
         assert_baskets_read_like_uproot(path)
-        df = loader().load_into_dataframe(path)
+        df = make_loader().load_into_dataframe(path)
         assert_dtypes(df)
         assert_same_as_direct_read(df, path)
         assert_same_as_direct_read(df, DATA_DIR / name)  # and hold the fixture's values
@@ -355,7 +360,7 @@ def test_uproot_written_counter_layout(tmp_path, algorithm):
     assert "ntrk" in file["trackingNtuple/tree"]
     assert file["trackingNtuple/tree"]["trk_pt"].typename == "float[]"
     assert_baskets_read_like_uproot(path)
-    df = loader().load_into_dataframe(path)
+    df = make_loader().load_into_dataframe(path)
     assert_dtypes(df)
     assert_same_as_direct_read(df, path)
     assert df["trk_pt"].iloc[0] == np.float32(4e6) and np.isnan(df["trk_pt"].iloc[1])
@@ -378,7 +383,7 @@ def test_paths_folder_glob_list_and_url(tmp_path):
     url = "root://eosuser.cern.ch//eos/user/j/jdoe/qcd/file_1.root"
     assert expand_paths(url) == [url]  # a file URL goes to uproot untouched
 
-    df = loader().load_into_dataframe(f"file://{tmp_path}/")
+    df = make_loader().load_into_dataframe(f"file://{tmp_path}/")
     assert len(df) == 2 * 5908 and df["event_index"].max() == 59
 
 
@@ -469,7 +474,7 @@ def test_bad_input_names_file_problem_and_fix(tmp_path, case):
     make, settings, expected = BAD_INPUTS[case]
     path = make(tmp_path)
     with pytest.raises(NtupleError) as error:
-        loader(**settings).load_into_dataframe(path)
+        make_loader(**settings).load_into_dataframe(path)
     message = str(error.value)
     assert str(path) in message
     for text in expected:
@@ -480,13 +485,13 @@ def test_bad_input_names_file_problem_and_fix(tmp_path, case):
 def test_worker_errors_reach_the_parent_as_ntuple_error(tmp_path):
     bad = make_truncated(tmp_path)
     with pytest.raises(NtupleError, match="truncated") as error:
-        loader(max_workers=2).load_into_dataframe([IS_TRUE, bad])
+        make_loader(max_workers=2).load_into_dataframe([IS_TRUE, bad])
     assert str(bad) in str(error.value)
 
 
 def test_skip_bad_files_warns_counts_and_goes_on(tmp_path):
     bad = [make_not_root(tmp_path), make_truncated(tmp_path), write_empty_tree(tmp_path / "e.root")]
-    skipping = loader(skip_bad_files=True, max_workers=2)
+    skipping = make_loader(skip_bad_files=True, max_workers=2)
     with pytest.warns(UserWarning) as records:
         df = skipping.load_into_dataframe([bad[0], IS_TRUE, *bad[1:]])
     messages = [str(record.message) for record in records]
@@ -504,16 +509,16 @@ def test_skip_bad_files_warns_counts_and_goes_on(tmp_path):
 def test_two_workers_give_exactly_the_same_dataframe(tmp_path):
     counter = write_counter_ntuple(tmp_path / "counter.root")
     samples = {"a": [IS_TRUE, SIM_TRK_IDX], "b": counter, "c": [SIM_TRK_IDX, IS_TRUE]}
-    one = loader(max_workers=1).load_samples(samples)
-    two = loader(max_workers=2).load_samples(samples)
+    one = make_loader(max_workers=1).load_samples(samples)
+    two = make_loader(max_workers=2).load_samples(samples)
     pd.testing.assert_frame_equal(one, two)
     assert_dtypes(two)
 
 
 def staging_folders() -> list[Path]:
     """Column folders of this process left in /dev/shm or the temporary folder."""
-    prefix = f"{dataset_loader._STAGING}{os.getpid()}-"
-    bases = {Path(tempfile.gettempdir()), Path(dataset_loader._SHM)}
+    prefix = f"{loader.columns.STAGING}{os.getpid()}-"
+    bases = {Path(tempfile.gettempdir()), Path(loader.columns.SHM)}
     return [folder for base in bases if base.is_dir() for folder in base.glob(prefix + "*")]
 
 
@@ -522,19 +527,19 @@ def test_file_failing_while_decoding(tmp_path, monkeypatch):
     skip_bad_files its rows are cut out of the columns."""
     bad = tmp_path / "bad.root"
     shutil.copy(SIM_TRK_IDX, bad)
-    values = dataset_loader._jagged_values
+    values = loader.decode.jagged_values
 
     def failing(branch, baskets, start, stop, header, dtype, path):
         if path == str(bad) and branch.name == "trk_dz":
             raise NtupleError(f"{path}: broken basket (test)")
         return values(branch, baskets, start, stop, header, dtype, path)
 
-    monkeypatch.setattr(dataset_loader, "_jagged_values", failing)
+    monkeypatch.setattr(loader.decode, "jagged_values", failing)
     with pytest.raises(NtupleError, match="bad.root: broken basket"):
-        loader().load_into_dataframe([IS_TRUE, bad, SIM_TRK_IDX])
+        make_loader().load_into_dataframe([IS_TRUE, bad, SIM_TRK_IDX])
     assert staging_folders() == []
 
-    skipping = loader(skip_bad_files=True)
+    skipping = make_loader(skip_bad_files=True)
     with pytest.warns(UserWarning) as records:
         df = skipping.load_samples({"a": [IS_TRUE, bad], "b": SIM_TRK_IDX})
     messages = [str(record.message) for record in records]
@@ -597,7 +602,7 @@ def test_pick_prefers_open_files_then_new_files_then_steals():
 def test_worker_errors_in_worker_processes(tmp_path):
     """Errors raised in a worker process come back as NtupleError, with the file named."""
     bad = make_truncated(tmp_path)
-    options = loader()._read_options()
+    options = make_loader()._read_options()
     pool = started_pool(2)
     try:
         calls = [Call(dataset_loader.scan_file, (str(bad), options), str(bad))]
@@ -621,9 +626,9 @@ def test_xrootd_urls_read_like_local_files(xrootd_server, clustered_ntuples):
     shutil.copy(IS_TRUE, export / "true.root")
     remote = [f"{url}{export}/sim.root", f"{url}{export}/true.root"]
     assert remote[0].startswith("root://127.0.0.1:") and "//" in remote[0][7:]
-    local = loader().load_samples({"a": [SIM_TRK_IDX, IS_TRUE]})
-    pd.testing.assert_frame_equal(loader(max_workers=2).load_samples({"a": remote}), local)
-    pd.testing.assert_frame_equal(loader().load_samples({"a": remote}), local)
+    local = make_loader().load_samples({"a": [SIM_TRK_IDX, IS_TRUE]})
+    pd.testing.assert_frame_equal(make_loader(max_workers=2).load_samples({"a": remote}), local)
+    pd.testing.assert_frame_equal(make_loader().load_samples({"a": remote}), local)
     # A folder or pattern URL is listed through fsspec-xrootd.
     assert expand_paths(f"{url}{export}/") == sorted(remote)
     assert expand_paths(f"{url}{export}/s*.root") == [remote[0]]
