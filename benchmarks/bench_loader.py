@@ -338,50 +338,21 @@ def _busy_seconds() -> float:
 # --- the benchmark ------------------------------------------------------------------------------
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tracks", type=float, default=4e6, help="tracks to generate (total)")
-    parser.add_argument("--files", type=int, default=8, help="files (even: half per sample)")
-    parser.add_argument("--compression", default="ZLIB", choices=("ZLIB", "LZMA", "LZ4", "ZSTD"))
-    parser.add_argument("--repeat", type=int, default=3, help="runs per measurement (best kept)")
-    parser.add_argument("--json", default=str(OUTPUT / "bench_loader.json"))
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        child_main(json.loads(args.child))
-        return
-
-    OUTPUT.mkdir(parents=True, exist_ok=True)
-    samples = make_sample(int(args.tracks), max(2, args.files // 2 * 2), args.compression)
-    files = [(name, path) for name, paths in samples.items() for path in paths]
-    codes = [list(samples).index(name) for name, _ in files]
-    nbytes = sum(os.path.getsize(path) for _, path in files)
-    for _, path in files:  # into the page cache: every run reads from memory
-        Path(path).read_bytes()
-    cache_root = OUTPUT / "bench_cache"
-
-    runs = {
+def plan_runs(cache_root: Path) -> dict[str, dict]:
+    """What is measured: the bare reads, the older pattern, the loader in every mode."""
+    runs: dict[str, dict] = {
         "bare uproot, np": {"kind": "bare", "library": "np"},
         "bare uproot, ak": {"kind": "bare", "library": "ak"},
         "older pattern": {"kind": "old"},
     }
     for workers in (1, 2):
         cache = str(cache_root / f"workers{workers}")
-        runs[f"loader {workers}w, cold"] = {
-            "kind": "loader",
-            "workers": workers,
-            "cache_dir": cache,
-        }
-        runs[f"loader {workers}w, cached"] = {
-            "kind": "loader",
-            "workers": workers,
-            "cache_dir": cache,
-        }
-        runs[f"loader {workers}w, no cache"] = {
-            "kind": "loader",
-            "workers": workers,
-            "cache_dir": None,
-        }
+        for mode, cache_dir in (("cold", cache), ("cached", cache), ("no cache", None)):
+            runs[f"loader {workers}w, {mode}"] = {
+                "kind": "loader",
+                "workers": workers,
+                "cache_dir": cache_dir,
+            }
         # The thin layer: uproot reads every basket (ZLIB by ISA-L), the same workers and
         # column writes.
         runs[f"uproot for speed {workers}w, cold"] = {
@@ -396,18 +367,17 @@ def main() -> None:
         "cache_dir": None,
         "zlib": 1,
     }
+    return runs
 
+
+def run_all(runs: dict[str, dict], repeat: int, sample: dict) -> dict[str, dict]:
+    """Every run `repeat` times, interleaved; the fastest of each is kept (with all times)."""
     results: dict[str, dict] = {}
-    print(
-        f"{len(files)} files, {nbytes / 1e9:.2f} GB, {os.cpu_count()} cores; load average "
-        f"before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
-    )
-    for repeat in range(args.repeat):
+    for turn in range(repeat):
         for name, run in runs.items():
             if name.endswith("cold"):  # a cold load starts without a cache
                 shutil.rmtree(run["cache_dir"], ignore_errors=True)
-            spec = {**run, "files": files, "codes": codes, "samples": samples}
-            result = measure(spec)
+            result = measure({**run, **sample})
             if name.endswith("cached") and result["source"] != "cache":
                 raise SystemExit(f"{name}: the cache was not used")
             best = results.get(name)
@@ -417,30 +387,29 @@ def main() -> None:
             else:
                 best["all_seconds"] = result["all_seconds"]
             print(
-                f"  [{repeat + 1}/{args.repeat}] {name:24s} {result['seconds']:7.2f} s  "
+                f"  [{turn + 1}/{repeat}] {name:24s} {result['seconds']:7.2f} s  "
                 f"(others used {result['others_load']:.2f} cores)",
                 flush=True,
             )
-    shutil.rmtree(cache_root, ignore_errors=True)
+    return results
 
-    floor = min(results["bare uproot, np"]["seconds"], results["bare uproot, ak"]["seconds"])
-    tracks = results["bare uproot, ak"]["tracks"]
-    floor_rate = tracks / floor
+
+def table_rows(results: dict[str, dict], floor_rate: float) -> list[dict]:
     rows = []
     for name, r in results.items():
         rate = r["tracks"] / r["seconds"]
         phases = r.get("phases") or {}
-        decode = r["tracks"] / phases["decode"] if phases.get("decode") else None
-        per_track = r["df_bytes"] / r["tracks"] if "df_bytes" in r else None
         rows.append(
             {
                 "run": name,
                 "seconds": r["seconds"],
                 "all_seconds": r["all_seconds"],
                 "tracks_per_s": rate,
-                "decode_tracks_per_s": decode,
+                "decode_tracks_per_s": (
+                    r["tracks"] / phases["decode"] if phases.get("decode") else None
+                ),
                 "x_bare": rate / floor_rate,
-                "bytes_per_track": per_track,
+                "bytes_per_track": r["df_bytes"] / r["tracks"] if "df_bytes" in r else None,
                 "df_bytes": r.get("df_bytes"),
                 "columns": r.get("columns"),
                 "peak_memory": r["peak_memory"],
@@ -452,12 +421,10 @@ def main() -> None:
                 "others_load": r["others_load"],
             }
         )
+    return rows
 
-    print()
-    print(
-        f"{tracks:,} tracks, {len(files)} files ({nbytes / 1e9:.2f} GB, {args.compression}); "
-        f"floor = bare uproot, one process: {floor_rate / 1e6:.2f} M tracks/s"
-    )
+
+def print_table(rows: list[dict]) -> None:
     header = (
         f"{'run':24s} {'time s':>7s} {'Mtrk/s':>7s} {'x bare':>6s} {'decode':>7s} "
         f"{'B/track':>7s} {'peak MB':>8s} {'others':>6s}"
@@ -477,35 +444,40 @@ def main() -> None:
         "files in /dev/shm; others: cores busy with other processes during the run)"
     )
 
-    # The issue's "done when" points, from this run.
+
+def memory_checks(results: dict[str, dict], workers: int) -> list[tuple[str, bool]]:
+    cold, cached = results[f"loader {workers}w, cold"], results[f"loader {workers}w, cached"]
+    limit = 4 * cold["columns"] + 2
+    per_track = cold["df_bytes"] / cold["tracks"]
+    checks = [
+        (
+            f"{workers}w: DataFrame bytes/track {per_track:.1f} "
+            f"<= 4 x {cold['columns']} columns + 2 = {limit}",
+            per_track <= limit,
+        )
+    ]
+    for kind in ("cold", "cached", "no cache"):
+        r = results[f"loader {workers}w, {kind}"]
+        allowed = 1.5 * r["df_bytes"] + 1e9
+        checks.append(
+            (
+                f"{workers}w {kind}: peak memory {r['peak_memory'] / 1e6:.0f} MB < "
+                f"1.5 x DataFrame + 1 GB = {allowed / 1e6:.0f} MB",
+                r["peak_memory"] < allowed,
+            )
+        )
+    speedup = cold["seconds"] / cached["seconds"]
+    checks.append(
+        (
+            f"{workers}w: cached load {speedup:.1f} x faster than the cold load (>= 10)",
+            speedup >= 10,
+        )
+    )
+    return checks
+
+
+def speed_checks(results: dict[str, dict], floor_rate: float) -> list[tuple[str, bool]]:
     checks = []
-    for workers in (1, 2):
-        cold, cached = results[f"loader {workers}w, cold"], results[f"loader {workers}w, cached"]
-        limit = 4 * cold["columns"] + 2
-        checks.append(
-            (
-                f"{workers}w: DataFrame bytes/track {cold['df_bytes'] / cold['tracks']:.1f} "
-                f"<= 4 x {cold['columns']} columns + 2 = {limit}",
-                cold["df_bytes"] / cold["tracks"] <= limit,
-            )
-        )
-        for kind in ("cold", "cached", "no cache"):
-            r = results[f"loader {workers}w, {kind}"]
-            allowed = 1.5 * r["df_bytes"] + 1e9
-            checks.append(
-                (
-                    f"{workers}w {kind}: peak memory {r['peak_memory'] / 1e6:.0f} MB < "
-                    f"1.5 x DataFrame + 1 GB = {allowed / 1e6:.0f} MB",
-                    r["peak_memory"] < allowed,
-                )
-            )
-        speedup = cold["seconds"] / cached["seconds"]
-        checks.append(
-            (
-                f"{workers}w: cached load {speedup:.1f} x faster than the cold load (>= 10)",
-                speedup >= 10,
-            )
-        )
     for workers in (1, 2):
         own = results[f"loader {workers}w, cold"]
         thin = results[f"uproot for speed {workers}w, cold"]
@@ -532,11 +504,58 @@ def main() -> None:
             decode_ratio >= 1.6,
         )
     )
+    return checks
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tracks", type=float, default=4e6, help="tracks to generate (total)")
+    parser.add_argument("--files", type=int, default=8, help="files (even: half per sample)")
+    parser.add_argument("--compression", default="ZLIB", choices=("ZLIB", "LZMA", "LZ4", "ZSTD"))
+    parser.add_argument("--repeat", type=int, default=3, help="runs per measurement (best kept)")
+    parser.add_argument("--json", default=str(OUTPUT / "bench_loader.json"))
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child_main(json.loads(args.child))
+        return
+
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    samples = make_sample(int(args.tracks), max(2, args.files // 2 * 2), args.compression)
+    files = [(name, path) for name, paths in samples.items() for path in paths]
+    codes = [list(samples).index(name) for name, _ in files]
+    nbytes = sum(os.path.getsize(path) for _, path in files)
+    for _, path in files:  # into the page cache: every run reads from memory
+        Path(path).read_bytes()
+    cache_root = OUTPUT / "bench_cache"
+    print(
+        f"{len(files)} files, {nbytes / 1e9:.2f} GB, {os.cpu_count()} cores; load average "
+        f"before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
+    sample = {"files": files, "codes": codes, "samples": samples}
+    results = run_all(plan_runs(cache_root), args.repeat, sample)
+    shutil.rmtree(cache_root, ignore_errors=True)
+
+    floor = min(results["bare uproot, np"]["seconds"], results["bare uproot, ak"]["seconds"])
+    tracks = results["bare uproot, ak"]["tracks"]
+    floor_rate = tracks / floor
+    rows = table_rows(results, floor_rate)
+    print()
+    print(
+        f"{tracks:,} tracks, {len(files)} files ({nbytes / 1e9:.2f} GB, {args.compression}); "
+        f"floor = bare uproot, one process: {floor_rate / 1e6:.2f} M tracks/s"
+    )
+    print_table(rows)
+
+    # The issues' "done when" points, from this run.
+    checks = [*memory_checks(results, 1), *memory_checks(results, 2)]
+    checks += speed_checks(results, floor_rate)
     reference = results["bare uproot, ak"]["digests"]
-    same = all(results[name]["digests"] == reference for name in results if "loader" in name)
+    loads = [name for name in results if results[name].get("source")]
+    same = all(results[name]["digests"] == reference for name in loads)
     checks.append(
         (
-            "the same data: every loader run (1/2 workers, cold/cached/no cache) "
+            f"the same data: every load ({len(loads)} kinds: workers, cache, reader) "
             "== the bare uproot read, column by column (xxh3)",
             same,
         )
