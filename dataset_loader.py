@@ -90,6 +90,7 @@ from loader.columns import (
 )
 from loader.decode import Task, decode_task, forget_process_state
 from loader.errors import CacheWarning, ColumnWriteError, NtupleError
+from loader.ntuples import ReadOptions
 from loader.paths import Paths, absolute, check_paths, expand_paths
 from loader.scan import FileScan, scan_file
 from loader.workers import Call, Runner, WorkerPool, run_here
@@ -286,7 +287,7 @@ class DatasetLoader:
                 # Mapped columns stay valid after their files are removed.
                 shutil.rmtree(columns.directory, ignore_errors=True)
 
-    def _scan(self, files: list[str], options: dict, run: Runner) -> list[FileScan | None]:
+    def _scan(self, files: list[str], options: ReadOptions, run: Runner) -> list[FileScan | None]:
         scans: list[FileScan | None] = [None] * len(files)
         calls = [Call(scan_file, (path, options), path) for path in files]
         with progress(
@@ -356,7 +357,7 @@ class DatasetLoader:
         return tasks, num_events, file_rows
 
     def _run_tasks(
-        self, tasks: list[Task], options: dict, columns: Columns, run: Runner
+        self, tasks: list[Task], options: ReadOptions, columns: Columns, run: Runner
     ) -> list[dict[str, Any] | None]:
         """Run the decode tasks; what decode_task returns, None for tasks of skipped files."""
         digests: list[dict[str, Any] | None] = [None] * len(tasks)
@@ -401,15 +402,15 @@ class DatasetLoader:
         if self.progress:
             print(message, file=sys.stderr)
 
-    def _read_options(self) -> dict:
-        return {
-            "tree_path": self.tree_path,
-            "features": self.features,
-            "algo_branch": self.algo_branch,
-            "label": self.label,
-            "extra_branches": self.extra_branches,
-            "reader": self.reader,
-        }
+    def _read_options(self) -> ReadOptions:
+        return ReadOptions(
+            tree_path=self.tree_path,
+            features=tuple(self.features),
+            algo_branch=self.algo_branch,
+            label=self.label,
+            extra_branches=tuple(self.extra_branches),
+            reader=self.reader,
+        )
 
     def _dtypes(self) -> dict[str, type]:
         return {

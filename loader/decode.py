@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,7 @@ from loader.ntuples import (
     OPENED,
     VECTOR_VECTOR_INT,
     VECTOR_VECTOR_INT_WORDS,
+    ReadOptions,
     forget_open_files,
     open_tree,
     wrap_errors,
@@ -42,7 +43,7 @@ class Task:
     sample_code: int
 
 
-def decode_task(task: Task, options: dict, columns: Columns) -> dict[str, Any]:
+def decode_task(task: Task, options: ReadOptions, columns: Columns) -> dict[str, Any]:
     """Decode one entry range into its rows of the shared columns: the second worker function.
 
     Returns the xxh3-64 digest of every column's rows (for the cache manifest), and which
@@ -50,7 +51,7 @@ def decode_task(task: Task, options: dict, columns: Columns) -> dict[str, Any]:
     """
     start, cpu, opened = time.perf_counter(), time.process_time(), OPENED[0]
     where = f"entries {task.entry_start}-{task.entry_stop}"
-    digests = wrap_errors(task.path, where, lambda: _decode(task, columns, **options))
+    digests = wrap_errors(task.path, where, lambda: _decode(task, columns, options))
     return {
         "digests": digests,
         "pid": os.getpid(),
@@ -60,20 +61,12 @@ def decode_task(task: Task, options: dict, columns: Columns) -> dict[str, Any]:
     }
 
 
-def _decode(
-    task: Task,
-    columns: Columns,
-    tree_path: str,
-    features: Sequence[str],
-    algo_branch: str,
-    label: str,
-    extra_branches: Sequence[str],
-    reader: str = "own",
-) -> dict[str, str]:
+def _decode(task: Task, columns: Columns, options: ReadOptions) -> dict[str, str]:
+    reader = options.reader
     use_reader(reader)
-    _, tree, descriptor = open_tree(task.path, tree_path)
+    _, tree, descriptor = open_tree(task.path, options.tree_path)
     rows = Rows(columns, task.row_start)
-    planned = reads(features, algo_branch, extra_branches, task.label_branch)
+    planned = reads(options, task.label_branch)
     branches = [tree[name] for name, _, _ in planned]
     baskets = None  # reader "uproot": every branch through uproot's reading
     if reader == "own":
@@ -96,17 +89,15 @@ def _decode(
     return rows.digests()
 
 
-def reads(
-    features: Sequence[str], algo_branch: str, extra_branches: Sequence[str], label_branch: str
-) -> list[tuple[str, str, str]]:
+def reads(options: ReadOptions, label_branch: str) -> list[tuple[str, str, str]]:
     """(branch, column, kind) of everything a task reads, the algo branch first: its per-event
     counts are the reference the other branches are checked against."""
-    reads = [(algo_branch, algo_branch, "algo")]
-    reads += [(source_branch(name), name, _float_kind(name)) for name in features]
+    planned = [(options.algo_branch, options.algo_branch, "algo")]
+    planned += [(source_branch(name), name, _float_kind(name)) for name in options.features]
     label_kind = "flag" if label_branch == "trk_isTrue" else "matches"
-    reads.append((label_branch, LABEL, label_kind))
-    reads += [(name, name, "float") for name in extra_branches]
-    return reads
+    planned.append((label_branch, LABEL, label_kind))
+    planned += [(name, name, "float") for name in options.extra_branches]
+    return planned
 
 
 def source_branch(column: str) -> str:

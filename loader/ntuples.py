@@ -9,6 +9,7 @@ import os
 import struct
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,12 +28,23 @@ VECTOR_VECTOR_INT = uproot.AsObjects(
 VECTOR_VECTOR_INT_WORDS = uproot.AsJagged(uproot.AsDtype(">i4"), header_bytes=10)
 
 
+@dataclass(frozen=True)
+class ReadOptions:
+    """What is read of every file of one load (sent to the workers with each call)."""
+
+    tree_path: str
+    features: tuple[str, ...]
+    algo_branch: str
+    label: str  # "auto", "trk_isTrue" or "trk_simTrkIdx"
+    extra_branches: tuple[str, ...]
+    reader: str = "own"  # "uproot": every basket through uproot's own reading
+
+
 OPEN_FILES = 16  # ROOT files a process keeps open between tasks (~1-6 MB each)
 
 
 # Per process: the ROOT files open between tasks ((path, tree path) -> (uproot file, tree, file
-# descriptor of a local file or None)), the column files of the current load (folder -> name ->
-# file descriptor) and reusable conversion buffers (dtype -> array).
+# descriptor of a local file or None)).
 _OPEN: OrderedDict[tuple[str, str], tuple[Any, Any, int | None]] = OrderedDict()
 
 

@@ -3,7 +3,6 @@ basket headers of the algo branch, without decompressing anything."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import awkward as ak
@@ -12,7 +11,7 @@ import numpy as np
 from loader.baskets import tracks_from_headers
 from loader.decode import reads, source_branch, use_reader
 from loader.errors import NtupleError
-from loader.ntuples import check_branches, label_branch, open_tree, wrap_errors
+from loader.ntuples import ReadOptions, check_branches, label_branch, open_tree, wrap_errors
 
 
 @dataclass
@@ -34,20 +33,13 @@ class FileScan:
         return int(self.tracks.sum())
 
 
-def scan_file(path: str, options: dict) -> FileScan:
+def scan_file(path: str, options: ReadOptions) -> FileScan:
     """Open and check one file and count its tracks per cluster: the first worker function."""
-    return wrap_errors(path, "the file", lambda: _scan(path, **options))
+    return wrap_errors(path, "the file", lambda: _scan(path, options))
 
 
-def _scan(
-    path: str,
-    tree_path: str,
-    features: Sequence[str],
-    algo_branch: str,
-    label: str,
-    extra_branches: Sequence[str],
-    reader: str = "own",
-) -> FileScan:
+def _scan(path: str, options: ReadOptions) -> FileScan:
+    tree_path, algo_branch, reader = options.tree_path, options.algo_branch, options.reader
     use_reader(reader)
     _, tree, _ = open_tree(path, tree_path)
     num_entries = tree.num_entries
@@ -57,10 +49,10 @@ def _scan(
             "Fix: remove the file from the sample, or set skip_bad_files = True in config.py "
             "to go on without it."
         )
-    branch = label_branch(tree, path, label)
-    sources = list(dict.fromkeys(source_branch(name) for name in features))
-    check_branches(tree, path, sources, algo_branch, label, branch, extra_branches)
-    names = [name for name, _, _ in reads(features, algo_branch, extra_branches, branch)]
+    branch = label_branch(tree, path, options.label)
+    sources = list(dict.fromkeys(source_branch(name) for name in options.features))
+    check_branches(tree, path, sources, algo_branch, options.label, branch, options.extra_branches)
+    names = [name for name, _, _ in reads(options, branch)]
     # Tasks start and stop where every branch read starts a new basket (a cluster).
     read = {algo_branch, *names}
     common = tree.common_entry_offsets(filter_branch=lambda branch: branch.name in read)

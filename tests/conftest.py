@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(__file__).parent / "data"
 ROOT_COMPRESSIONS = ("ZLIB", "LZMA", "LZ4", "ZSTD")
 
@@ -67,6 +68,31 @@ for source in sources:
     out.Close()
     src.Close()
 """
+
+
+def main_command(*args: str) -> list[str]:
+    """`python main.py ARGS` from any working folder."""
+    return [sys.executable, str(ROOT / "main.py"), *args]
+
+
+def main_environment() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def run_main(
+    work: Path, *args: str, status: int = 0, timeout: float = 900
+) -> subprocess.CompletedProcess:
+    """Run main.py in `work` to its end; asserts its exit status (with its output if not)."""
+    result = subprocess.run(
+        main_command(*args),
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=main_environment(),
+    )
+    assert result.returncode == status, result.stdout[-2000:] + result.stderr[-3000:]
+    return result
 
 
 def _run_root(script: str, *args: str) -> None:

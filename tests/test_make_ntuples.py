@@ -18,7 +18,7 @@ from sklearn.metrics import roc_auc_score
 import config
 import make_ntuples
 import synthetic.events
-from cmssw.ntuple import ALGORITHMS
+from cmssw.ntuple import ALGORITHMS, DNN_ITERATIONS
 from make_ntuples import generate_events, generate_sample, write_ntuple
 from synthetic import write_root
 
@@ -298,18 +298,7 @@ def fractions(arrays) -> dict[str, float]:
 def test_iteration_populations(samples):
     qcd = fractions(samples["qcd"][1])
     assert 0.35 < qcd["initialStep"] < 0.55
-    decreasing = [
-        "initialStep",
-        "lowPtQuadStep",
-        "highPtTripletStep",
-        "lowPtTripletStep",
-        "detachedQuadStep",
-        "detachedTripletStep",
-        "pixelPairStep",
-        "mixedTripletStep",
-        "pixelLessStep",
-        "tobTecStep",
-    ]
+    decreasing = DNN_ITERATIONS[: DNN_ITERATIONS.index("tobTecStep") + 1]
     values = [qcd[name] for name in decreasing]
     assert values == sorted(values, reverse=True), dict(zip(decreasing, values, strict=True))
     by_process = {p: fractions(arrays) for p, (_, arrays) in samples.items()}

@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import main_command, main_environment, run_main
 
-ROOT = Path(__file__).resolve().parents[1]
 # A short training that still takes a few seconds per epoch, so that a signal lands inside it.
 SETTINGS = [
     *("--samples", "{'train': 'data/train', 'test': 'data/test'}"),
@@ -32,22 +30,6 @@ SETTINGS = [
     *("--checkpoint_every", "0", "--train_bdt", "False", "--compare_graphs", "{}"),
     *("--early_stopping_patience", "0", "--run_name", "t"),
 ]
-
-
-def command(*args: str) -> list[str]:
-    return [sys.executable, str(ROOT / "main.py"), *args]
-
-
-def environment() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT)}
-
-
-def run(work: Path, *args: str, status: int = 0) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        command(*args), cwd=work, capture_output=True, text=True, timeout=900, env=environment()
-    )
-    assert result.returncode == status, result.stdout[-2000:] + result.stderr[-3000:]
-    return result
 
 
 def runs(work: Path) -> list[Path]:
@@ -69,7 +51,7 @@ def events(run_dir: Path) -> list[dict]:
 def workspace(tmp_path_factory) -> tuple[Path, Path]:
     """(workspace, the finished reference run)."""
     work = tmp_path_factory.mktemp("runs")
-    run(work, *SETTINGS)
+    run_main(work, *SETTINGS)
     [reference] = runs(work)
     return work, reference
 
@@ -90,10 +72,10 @@ def test_a_finished_run_is_latest_and_records_its_history(workspace):
 def test_load_and_balance_make_no_run_folder_unless_asked(workspace):
     work, reference = workspace
     before = runs(work)
-    run(work, *SETTINGS, "--stage", "load")
-    run(work, *SETTINGS, "--stage", "balance")
+    run_main(work, *SETTINGS, "--stage", "load")
+    run_main(work, *SETTINGS, "--stage", "balance")
     assert runs(work) == before
-    run(work, *SETTINGS, "--stage", "balance", "--record")
+    run_main(work, *SETTINGS, "--stage", "balance", "--record")
     [recorded] = sorted(set(runs(work)) - set(before))
     assert (recorded / "config.py").is_file() and (recorded / "holdout_tracks.npz").is_file()
     assert events(recorded)[-1]["event"] == "finished"
@@ -106,7 +88,7 @@ def test_a_failed_run_is_marked_and_never_latest(workspace, tmp_path):
     broken.mkdir()
     (broken / "bad.root").write_bytes(b"root" + bytes(100))  # a header and nothing else
     before = runs(work)
-    result = run(
+    result = run_main(
         work,
         *SETTINGS,
         *("--samples", f"{{'train': 'data/train', 'test': '{broken}'}}"),
@@ -126,7 +108,7 @@ def test_a_failed_run_is_marked_and_never_latest(workspace, tmp_path):
 def test_later_stages_never_change_the_run_config(workspace):
     work, reference = workspace
     before = digest(reference / "config.py")
-    refused = run(
+    refused = run_main(
         work,
         *("--stage", "freeze", "--run", str(reference), "--epochs", "5"),
         *("--hidden_layers", "[8]"),
@@ -135,7 +117,7 @@ def test_later_stages_never_change_the_run_config(workspace):
     assert "contradicts the run" in refused.stderr and len(refused.stderr.splitlines()) == 1
     report = digest(reference / "report.html")
     targets = "[0.99, 0.97, 0.93]"
-    run(work, "--stage", "evaluate", "--run", str(reference), "--target_efficiencies", targets)
+    run_main(work, "--stage", "evaluate", "--run", str(reference), "--target_efficiencies", targets)
     [stage] = (reference / "stages").glob("evaluate_*")
     assert f"target_efficiencies = {targets}" in (stage / "config.py").read_text()
     assert (stage / "report.html").is_file()  # the run's own report stays as it was
@@ -147,7 +129,7 @@ def test_retraining_a_run_makes_a_new_run_naming_its_parent(workspace):
     work, reference = workspace
     before = digest(reference / "config.py")
     existing = runs(work)
-    run(work, "--stage", "train", "--run", str(reference), "--epochs", "1")
+    run_main(work, "--stage", "train", "--run", str(reference), "--epochs", "1")
     [child] = sorted(set(runs(work)) - set(existing))
     assert events(child)[0]["parent"] == str(reference)
     assert "epochs = 1" in (child / "config.py").read_text()
@@ -179,7 +161,7 @@ def test_a_stopped_run_resumes_to_the_same_training(workspace, how, status):
     work, reference = workspace
     existing = set(runs(work))
     process = subprocess.Popen(
-        command(*SETTINGS), cwd=work, env=environment(), stdout=subprocess.PIPE,
+        main_command(*SETTINGS), cwd=work, env=main_environment(), stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
 
@@ -203,7 +185,7 @@ def test_a_stopped_run_resumes_to_the_same_training(workspace, how, status):
         assert events(stopped)[-1]["event"] == "interrupted"
     assert (work / "results" / "latest").resolve() != stopped
 
-    resumed = run(work, "--resume", str(stopped))
+    resumed = run_main(work, "--resume", str(stopped))
     assert "Resuming the training" in resumed.stdout
     log = pd.read_csv(stopped / "training_log.csv")
     expected = pd.read_csv(reference / "training_log.csv")
@@ -211,4 +193,4 @@ def test_a_stopped_run_resumes_to_the_same_training(workspace, how, status):
     pd.testing.assert_frame_equal(log, expected, rtol=0, atol=1e-6)
     assert (stopped / "frozen_graph.pb").is_file() and (stopped / "report.html").is_file()
     assert (work / "results" / "latest").resolve() == stopped
-    assert "nothing left to do" in run(work, "--resume", str(stopped), status=1).stderr
+    assert "nothing left to do" in run_main(work, "--resume", str(stopped), status=1).stderr

@@ -7,20 +7,18 @@ One workspace for the module, one tiny sample and model; the trials train 1 epoc
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import main_command, main_environment, run_main
 
 from pipeline.search_outputs import search_of_run, search_summary
 from pipeline.settings import SettingsError, load_config
 
-ROOT = Path(__file__).resolve().parents[1]
 SPACE = {
     "hidden_layers": [[16], [32, 16]],
     "learning_rate": (1e-3, 1e-2, "log"),
@@ -54,22 +52,6 @@ def tiny_settings(trials: int, **more: str) -> list[str]:
     ]
 
 
-def command(*args: str) -> list[str]:
-    return [sys.executable, str(ROOT / "main.py"), *args]
-
-
-def environment() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT)}
-
-
-def run(work: Path, *args: str, status: int = 0) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        command(*args), cwd=work, capture_output=True, text=True, timeout=600, env=environment()
-    )
-    assert result.returncode == status, result.stdout[-2000:] + result.stderr[-3000:]
-    return result
-
-
 def searches(work: Path) -> list[Path]:
     return sorted(p for p in (work / "results").iterdir() if p.is_dir() and not p.is_symlink())
 
@@ -86,7 +68,7 @@ def trial_folders(work: Path) -> list[Path]:
 def first(tmp_path_factory) -> tuple[Path, Path]:
     """(workspace, a finished search of 3 trials in its own storage)."""
     work = tmp_path_factory.mktemp("search")
-    run(work, *tiny_settings(3))
+    run_main(work, *tiny_settings(3))
     [search] = searches(work)
     return work, search
 
@@ -134,8 +116,13 @@ def joined_then_killed(first) -> tuple[Path, pd.DataFrame]:
     storage = f"sqlite:///{search / 'search' / 'study.db'}"
     args = tiny_settings(5, search_storage=storage, search_name="t")
     with open(work / "joined.log", "w") as log:
-        process = subprocess.Popen(command(*args), cwd=work, env=environment(), stdout=log,
-                                   stderr=subprocess.STDOUT)  # fmt: skip
+        process = subprocess.Popen(
+            main_command(*args),
+            cwd=work,
+            env=main_environment(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + 300
         while not list((work / "results").glob("*/trials/*_trial0004/history.jsonl")):
@@ -164,7 +151,9 @@ def test_bad_search_settings_are_refused_in_one_line(first, tmp_path):
     storage = f"sqlite:///{search / 'search' / 'study.db'}"
     before = searches(work)
     other = tiny_settings(5, search_storage=storage, search_name="t", search_epochs="2")
-    result = run(work, *other, status=2)  # the study was made with 1 epoch per trial
+    result = run_main(
+        work, *other, status=2, timeout=600
+    )  # the study was made with 1 epoch per trial
     [line] = result.stderr.strip().splitlines()
     assert "was started with epochs = 1, this command has 2" in line
     assert searches(work) == before  # refused before any folder was made
@@ -190,7 +179,7 @@ def test_bad_search_settings_are_refused_in_one_line(first, tmp_path):
 def test_a_killed_search_continues_to_the_requested_trials(joined_then_killed, first):
     work, search = first
     joined, before = joined_then_killed
-    result = run(work, "--resume", str(joined))
+    result = run_main(work, "--resume", str(joined))
     assert "trial 4 was left running by a killed process: queued again" in result.stdout
     table = trials(joined).set_index("trial")
     assert (table["state"] == "COMPLETE").sum() == 5  # search_trials
