@@ -16,6 +16,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(__file__).parent / "data"
+# CMSSW's public production models, next to the checkout when available (never committed):
+# the tests that compare with them skip without them.
+CMSSW_MODELS = ROOT.parent / "shared" / "cmssw-models"
 ROOT_COMPRESSIONS = ("ZLIB", "LZMA", "LZ4", "ZSTD")
 
 # Copies trackingNtuple/tree of each source file with each compression algorithm. A full (not

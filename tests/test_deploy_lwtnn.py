@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
 import numpy as np
 import pytest
+from conftest import CMSSW_MODELS
 
 from cmssw.classifiers import DERIVED_INPUTS, LWTNN_INPUTS, derived_input
 from deploy.lwtnn import (
@@ -23,7 +23,7 @@ from deploy.lwtnn import (
 from make_ntuples import generate_events
 from network import build_lwtnn_model, fit_linear_scaling
 
-PRODUCTION = Path(__file__).resolve().parents[2] / "shared" / "cmssw-models"
+PRODUCTION = CMSSW_MODELS
 PRODUCTION_JSON = PRODUCTION / "LWTNN_network_10_5_X_v1.json"
 
 

@@ -9,7 +9,6 @@ import os
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -17,6 +16,7 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import CMSSW_MODELS
 
 from cmssw.ntuple import ALGORITHMS, LABEL
 from evaluation import MonitorCallback, evaluate
@@ -34,7 +34,7 @@ from network import build_model_from_config, fit_sanitizer_bounds, transforms_fo
 from network.inputs import model_inputs
 from pipeline.settings import default_config
 
-PRODUCTION = Path(__file__).resolve().parents[2] / "shared" / "cmssw-models"
+PRODUCTION = CMSSW_MODELS
 PRODUCTION_GRAPH = PRODUCTION / "CKF_Run3_12_5_0_pre5.pb"
 CFG = default_config()
 USED = ["initialStep", "lowPtQuadStep", "tobTecStep", "jetCoreRegionalStep"]

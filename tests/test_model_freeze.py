@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -12,6 +11,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import CMSSW_MODELS
 from tensorflow.python.framework import op_def_registry
 
 from model_freeze import (
@@ -26,7 +26,7 @@ from network import build_model_from_config
 from pipeline.runs import RunError
 from pipeline.settings import SettingsError, default_config
 
-PRODUCTION = Path(__file__).resolve().parents[2] / "shared" / "cmssw-models"
+PRODUCTION = CMSSW_MODELS
 CFG = default_config()
 N_FEATURES = len(CFG["features"])
 

@@ -13,6 +13,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from conftest import CMSSW_MODELS  # noqa: E402
 
 from network import (  # noqa: E402
     InputSanitizerLayer,
@@ -24,7 +25,7 @@ from network import (  # noqa: E402
 )
 
 REPO = Path(__file__).resolve().parents[1]
-PRODUCTION_GRAPHS = sorted((REPO.parent / "shared" / "cmssw-models").glob("*.pb"))
+PRODUCTION_GRAPHS = sorted(CMSSW_MODELS.glob("*.pb"))
 ALL_TRANSFORMS = ["none", "abs", "log1p", "abs_log1p", "signed_log1p", "log", "abs_log"]
 
 # Values a real ntuple throws at the network (docs/domain.md) plus the IEEE specials.

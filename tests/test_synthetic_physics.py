@@ -6,10 +6,9 @@ the public models are not next to the repository.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
+from conftest import CMSSW_MODELS
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import roc_auc_score
 from threadpoolctl import threadpool_limits
@@ -26,7 +25,7 @@ from synthetic.realism import (
 )
 from synthetic.tables import PROCESS_NAMES
 
-MODELS = Path(__file__).resolve().parents[2] / "shared" / "cmssw-models"
+MODELS = CMSSW_MODELS
 GRAPH_2020 = MODELS / "QCDFlatPU_QCDHighPt_ZEE_DisplacedSUSY_2020.pb"
 CLASSIFIED = [name for name in DNN_ITERATIONS if name != "displacedRegionalStep"]
 
