@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_stages(cfg: dict[str, Any], job: Job, timer: StageTimer, summary: dict[str, Any]) -> None:
-    tracks = train = validation = test = model = None
+    tracks = train = validation = test = model = holdout = None
     if "load" in job.stages:
         job.stage("load")
         with timer("load"):
@@ -83,8 +83,9 @@ def run_stages(cfg: dict[str, Any], job: Job, timer: StageTimer, summary: dict[s
         job.stage("balance")
         with timer("balance"):
             train, validation, test = balanced_splits(tracks, cfg)
+            holdout = holdout_tracks(test, cfg)
             if job.run_dir is not None and not (job.run_dir / HOLDOUT).exists():
-                save_holdout(test, cfg, job.run_dir / HOLDOUT)
+                save_holdout(holdout, job.run_dir / HOLDOUT)
         summary["splits"] = {"train": len(train), "validation": len(validation), "test": len(test)}
         print("Balanced splits: " + describe_splits(summary["splits"]))
 
@@ -105,7 +106,7 @@ def run_stages(cfg: dict[str, Any], job: Job, timer: StageTimer, summary: dict[s
     if "freeze" in job.stages:
         job.stage("freeze")
         with timer("freeze"):
-            exports, model = freeze(job, cfg, model)
+            exports, model = freeze(job, cfg, model, holdout)
         summary["exports"] = exports.lines()
         job.done("freeze", files=[path.name for path in exports.files])
         if "evaluate" not in job.stages:
@@ -254,15 +255,21 @@ def balanced_splits(tracks: pd.DataFrame, cfg: dict[str, Any]) -> tuple[pd.DataF
     return split_by_events(balanced, cfg["split_fractions"], cfg["seed"])
 
 
-def save_holdout(test: pd.DataFrame, cfg: dict[str, Any], path: Path) -> None:
-    """Keep some held-out tracks in the run folder: a later freeze checks the graph on them."""
-    import io
-
-    rows = test.sample(min(len(test), cfg["freeze_check_tracks"]), random_state=cfg["seed"])
-    buffer = io.BytesIO()
+def holdout_tracks(test: pd.DataFrame, cfg: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Some held-out tracks as the model's inputs (and their label): the freeze stage checks
+    every exported file against the Keras model on them."""
     from network.inputs import model_inputs
 
-    np.savez(buffer, **model_inputs(rows, cfg), label=rows[LABEL].to_numpy())
+    rows = test.sample(min(len(test), cfg["freeze_check_tracks"]), random_state=cfg["seed"])
+    return {**model_inputs(rows, cfg), "label": rows[LABEL].to_numpy()}
+
+
+def save_holdout(holdout: dict[str, np.ndarray], path: Path) -> None:
+    """Kept in the run folder: a later freeze (--stage freeze, --resume) checks on the same."""
+    import io
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **holdout)
     write_new_file(path, buffer.getvalue())
 
 
@@ -295,16 +302,21 @@ def train_stage(
     )
 
 
-def freeze(job: Job, cfg: dict[str, Any], model: Any) -> tuple[Any, Any]:
+def freeze(
+    job: Job, cfg: dict[str, Any], model: Any, holdout: dict[str, np.ndarray] | None
+) -> tuple[Any, Any]:
     """Export the model as deploy_target asks (frozen_graph.pb and model.onnx, or
-    lwtnn_network.json), each checked against the Keras model on the held-out tracks; a file
-    the run has already is checked again, never rewritten. Returns (the exports, the model)."""
+    lwtnn_network.json), each checked against the Keras model on the held-out tracks (those
+    the balance stage kept in the run folder, when it did not run now); a file the run has
+    already is checked again, never rewritten. Returns (the exports, the model)."""
     from deploy.export import export_model
     from model_freeze import load_holdout
 
     model = model if model is not None else load_model(job.run_dir)
-    report = export_model(model, job.run_dir, cfg["deploy_target"], cfg["features"],
-                          load_holdout(job.run_dir), cfg["freeze_tolerance"])  # fmt: skip
+    inputs = load_holdout(job.run_dir) if holdout is None else holdout
+    inputs = {name: inputs[name] for name in ("x", "y") if name in inputs}  # lwtnn: no y
+    report = export_model(model, job.run_dir, cfg["deploy_target"], cfg["features"], inputs,
+                          cfg["freeze_tolerance"])  # fmt: skip
     return report, model
 
 
