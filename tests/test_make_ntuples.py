@@ -217,7 +217,7 @@ def test_failing_uproot_writer_leaves_nothing(tmp_path, monkeypatch, error):
         Path(path).write_bytes(b"root\0 half a file")
         raise error("disk full")
 
-    monkeypatch.setattr(make_ntuples, "_write_uproot", half_write)
+    monkeypatch.setattr(make_ntuples, "write_uproot", half_write)
     counts, arrays = generate_events("qcd", 3, seed=0)
     with pytest.raises(error):
         write_ntuple(tmp_path / "qcd.root", counts, arrays)
@@ -234,9 +234,7 @@ CRASHING_CHILD = (
 
 
 def test_crashing_root_writer_leaves_nothing(tmp_path, monkeypatch):
-    monkeypatch.setattr(
-        make_ntuples, "_root_child_command", lambda: [sys.executable, "-c", CRASHING_CHILD]
-    )
+    monkeypatch.setattr(write_root, "child_command", lambda: [sys.executable, "-c", CRASHING_CHILD])
     counts, arrays = generate_events("qcd", 3, seed=0)
     with pytest.raises(RuntimeError, match="exit code 3"):
         write_ntuple(tmp_path / "qcd.root", counts, arrays, writer="root")
