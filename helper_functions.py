@@ -5,12 +5,13 @@ The code lives in the tracks package (tracks/balance.py, tracks/weights.py, trac
 this module is its front door.
 """
 
-from tracks.balance import balance_iterations, select_iterations, split_by_events
+from tracks.balance import balance_iterations, finite_inputs, select_iterations, split_by_events
 from tracks.tables import format_track_table, track_table
 from tracks.weights import training_weights
 
 __all__ = [
     "balance_iterations",
+    "finite_inputs",
     "format_track_table",
     "select_iterations",
     "split_by_events",

@@ -27,6 +27,7 @@ from cmssw.ntuple import ALGORITHMS, LABEL
 from gpusetter import cluster_role
 from helper_functions import (
     balance_iterations,
+    finite_inputs,
     format_track_table,
     select_iterations,
     split_by_events,
@@ -234,6 +235,12 @@ def load_tracks(cfg: dict[str, Any]) -> pd.DataFrame:
 def balanced_splits(tracks: pd.DataFrame, cfg: dict[str, Any]) -> tuple[pd.DataFrame, ...]:
     """The training samples' tracks of the classified iterations, balanced, split by events."""
     training_tracks = tracks[tracks["sample"].isin(cfg["train_samples"])]
+    if cfg["deploy_target"] == "lwtnn":  # lwtnn cannot sanitize: see finite_inputs
+        finite = finite_inputs(training_tracks, cfg["features"])
+        if len(finite) < len(training_tracks):
+            print(f"{len(training_tracks) - len(finite):,} training-sample tracks with a NaN or "
+                  "infinite input left out (lwtnn scores them NaN in CMSSW)")  # fmt: skip
+        training_tracks = finite
     if cfg["balance_iterations"]:
         balanced = balance_iterations(
             training_tracks,

@@ -136,7 +136,7 @@ class TrainingState(keras.callbacks.Callback):
     def on_train_begin(self, logs: dict | None = None) -> None:
         for callback, saved in zip(self.deciders, self._decider_states, strict=False):
             for name, value in saved.items():
-                setattr(callback, name, value)
+                setattr(callback, name, _from_plain(value))
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.epoch = epoch
@@ -221,12 +221,19 @@ def _attributes(callback: keras.callbacks.Callback) -> tuple[str, ...]:
     return ()
 
 
+NON_FINITE = ("inf", "-inf", "nan")
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, np.generic | np.ndarray) or tf.is_tensor(value):
         value = np.asarray(value).item()
     if isinstance(value, float) and not np.isfinite(value):
-        return str(value)  # JSON has no inf
+        return str(value)  # JSON has no inf: "inf", "-inf" or "nan", read back by _from_plain
     return value
+
+
+def _from_plain(value: Any) -> Any:
+    return float(value) if isinstance(value, str) and value in NON_FINITE else value
 
 
 class BestModel(keras.callbacks.ModelCheckpoint):
@@ -238,6 +245,8 @@ class BestModel(keras.callbacks.ModelCheckpoint):
         self.best_weights: list[np.ndarray] | None = None
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if not np.isfinite((logs or {}).get(self.monitor, np.nan)):
+            return  # a NaN loss (Keras takes the first value as an improvement) is never best
         before = self.best
         super().on_epoch_end(epoch, logs)
         if self.best != before:

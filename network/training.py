@@ -79,6 +79,8 @@ def train_model(
             "The training split needs true and fake tracks and the validation split tracks: "
             "add events to the training samples or change split_fractions."
         )
+    if cfg.get("deploy_target") == "lwtnn":
+        _check_finite_validation(validation, cfg["features"])
     replicas = strategy.num_replicas_in_sync
     global_batch = cfg["batch_size"] * replicas
     trainer, data = _build(train, validation, cfg, strategy, global_batch, weights)
@@ -126,6 +128,12 @@ def train_model(
             finished = trainer.stop_training  # early stopping
     state.mark_finished()
     best = deciders[0].best_weights
+    if best is None and not (run_dir / "model.keras").exists():
+        raise RuntimeError(
+            f"no epoch of {len(state.state['history'])} had a finite validation loss, so there "
+            "is no best model: the training diverged (lower learning_rate) or the validation "
+            f"tracks or weights hold NaN; {run_dir / 'training_log.csv'} has the losses"
+        )
     if best is None:  # nothing trained in this session: the best model is on disk
         best = keras.models.load_model(run_dir / "model.keras", compile=False).get_weights()
     trainer.network.set_weights(best)
@@ -250,3 +258,18 @@ def learning_rate_schedule(cfg: dict[str, Any], steps_per_epoch: int) -> float |
     raise ValueError(
         f"lr_schedule = {schedule!r} in config.py: use 'constant', 'cosine' or 'plateau'."
     )
+
+
+def _check_finite_validation(validation: pd.DataFrame, features: list[str]) -> None:
+    """The lwtnn model has no NaN handling at inference (CMSSW's cannot have any): a validation
+    track with a NaN input would make every validation loss NaN."""
+    values = validation[features].to_numpy(dtype=np.float32)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        columns = [name for name, b in zip(features, bad.any(axis=0), strict=True) if b]
+        raise ValueError(
+            f"{int(bad.any(axis=1).sum())} validation tracks have a NaN or infinite input "
+            f"({', '.join(columns)}): the lwtnn model scores them NaN, and so every validation "
+            "loss. Fix: leave them out first, helper_functions.finite_inputs(tracks, features), "
+            "as main.py does."
+        )

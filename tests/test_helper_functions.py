@@ -7,7 +7,13 @@ import pandas as pd
 import pytest
 
 from cmssw.ntuple import ALGORITHMS
-from helper_functions import balance_iterations, select_iterations, split_by_events, track_table
+from helper_functions import (
+    balance_iterations,
+    finite_inputs,
+    select_iterations,
+    split_by_events,
+    track_table,
+)
 from pipeline.settings import default_config, load_config, write_config
 
 
@@ -136,6 +142,18 @@ def test_split_keeps_events_whole_and_follows_fractions():
     pd.testing.assert_frame_equal(train, again[0])
     with pytest.raises(ValueError, match="split_fractions"):
         split_by_events(df, [0.8, 0.3, 0.1])
+
+
+def test_finite_inputs_leaves_out_tracks_with_a_nan_or_infinite_input():
+    df = tracks({"initialStep": (60, 40)})
+    df["trk_eta"] = np.linspace(-2, 2, len(df), dtype=np.float32)
+    df.loc[[3, 50], "trk_pt"] = np.nan
+    df.loc[7, "trk_eta"] = -np.inf
+    kept = finite_inputs(df, ["trk_pt", "trk_eta"])
+    assert len(kept) == 97 and list(kept.index) == list(range(97))
+    assert np.isfinite(kept[["trk_pt", "trk_eta"]].to_numpy()).all()
+    pd.testing.assert_frame_equal(kept, df.drop(index=[3, 7, 50]).reset_index(drop=True))
+    assert finite_inputs(df, ["event_index"]) is df  # nothing to leave out: no copy
 
 
 def test_track_table_counts_and_true_fractions():

@@ -60,6 +60,14 @@ def select_iterations(
     return df[df[algo_column].isin(algos)].reset_index(drop=True)
 
 
+def finite_inputs(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """The tracks whose every input column is finite, index reset. For a model without NaN
+    handling in its graph (lwtnn): a track with a NaN input gets a NaN score in CMSSW whatever
+    the training, so it only spoils the training and validation losses."""
+    finite = np.isfinite(df[columns].to_numpy(dtype=np.float32)).all(axis=1)
+    return df if finite.all() else df[finite].reset_index(drop=True)
+
+
 def split_by_events(
     df: pd.DataFrame, fractions: list[float], seed: int = 0, event_column: str = "event_index"
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
