@@ -23,7 +23,7 @@ import pandas as pd
 from cmssw.ntuple import LABEL
 from evaluation.classifiers import classifier_scores
 from evaluation.comparison import sample_metrics
-from evaluation.metrics import derive_working_points, reference_description
+from evaluation.metrics import below_every_cut, derive_working_points, reference_description
 from evaluation.names import ALL, DEFINITIONS, LEVELS
 from evaluation.plots_rates import add_rate_columns
 from evaluation.quality_cuts import (
@@ -119,8 +119,8 @@ def read_training_log(run_dir: Path) -> pd.DataFrame | None:
 
 
 def finite_scores(scores: dict[str, np.ndarray]) -> list[str]:
-    """Give non-finite scores -2, below every cut (a NaN mva passes no cut in CMSSW); returns
-    a note per classifier that had any."""
+    """Put non-finite scores below every cut (metrics.below_every_cut); returns a note per
+    classifier that had any."""
     notes = []
     for name, values in scores.items():
         bad = ~np.isfinite(values)
@@ -130,7 +130,7 @@ def finite_scores(scores: dict[str, np.ndarray]) -> list[str]:
                 "they are counted as passing no cut"
             )
             print(f"note: {notes[-1]}")
-            scores[name] = np.where(bad, -2.0, values)
+            scores[name] = below_every_cut(values)
     return notes
 
 

@@ -36,6 +36,17 @@ def to_mva(probability: np.ndarray) -> np.ndarray:
     return 2.0 * np.asarray(probability, dtype=np.float64).ravel() - 1.0
 
 
+# A NaN mva passes no cut in CMSSW (every comparison with NaN is false); below -1, the lowest
+# mva a sigmoid gives, stands for that in rates, ROCs and AUCs, which cannot take NaN.
+NO_CUT_SCORE = -2.0
+
+
+def below_every_cut(scores: np.ndarray) -> np.ndarray:
+    """The scores with every non-finite one replaced by NO_CUT_SCORE."""
+    scores = np.asarray(scores, dtype=np.float64)
+    return np.where(np.isfinite(scores), scores, NO_CUT_SCORE)
+
+
 # ---------------------------------------------------------------------------------------------
 # Rates and curves
 # ---------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from cmssw.ntuple import ALGORITHMS, LABEL
-from evaluation.metrics import auc, not_classifiable, to_mva
+from evaluation.metrics import auc, below_every_cut, not_classifiable, to_mva
 from evaluation.names import NEW, REFERENCE
 from evaluation.plots import roc_grid, score_grid
 from network.data import predict
@@ -65,7 +65,8 @@ class MonitorCallback(keras.callbacks.Callback):
             scores = {NEW: np.zeros(0)}
             if len(labels):
                 predicted = predict(self.model, {"x": data["x"], "y": data["y"]})
-                scores = {NEW: to_mva(predicted)}
+                # lwtnn models give NaN for a NaN input, as CMSSW would: such tracks pass no cut
+                scores = {NEW: below_every_cut(to_mva(predicted))}
             if data["reference"] is not None:
                 scores[REFERENCE] = data["reference"]
             reason = not_classifiable(int(labels.sum()), int((~labels).sum()))

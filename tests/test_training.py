@@ -84,3 +84,32 @@ def test_a_nan_best_is_restored_as_a_number_and_a_nan_loss_is_never_the_best(tmp
         callback.set_model(model)
         callback.on_epoch_end(1, {"val_loss": 0.5})  # compares with the restored best
     assert best.best == 0.5 and (tmp_path / "model.keras").exists()
+
+
+def test_the_monitor_counts_a_nan_score_as_passing_no_cut(tmp_path):
+    """An lwtnn model gives NaN for a NaN input, as CMSSW would; the monitor's AUC must still
+    come out, with that track below every cut."""
+    import keras
+
+    from evaluation import MonitorCallback
+    from evaluation.metrics import NO_CUT_SCORE, below_every_cut
+    from evaluation.names import NEW
+
+    cfg, _ = load_config(SETTINGS)
+    x = keras.Input((len(cfg["features"]),), name="x")
+    y = keras.Input((1,), name="y")
+    output = keras.layers.Dense(1, activation="sigmoid")(keras.layers.Concatenate()([x, y]))
+    model = keras.Model({"x": x, "y": y}, output)
+    tracks = toy_tracks(cfg, 400, 3)
+    tracks.loc[7, "trk_pt"] = np.nan
+    monitor = MonitorCallback({"toy": tracks}, cfg, tmp_path, every=1)
+    monitor.set_model(model)
+    aucs = monitor.monitor(1)
+    assert np.isfinite(aucs["toy"])
+    log = pd.read_csv(tmp_path / "monitor" / "monitor_log.csv")
+    assert log[f"auc_{NEW}"].notna().all()
+    assert list(below_every_cut(np.array([0.5, np.nan, -np.inf]))) == [
+        0.5,
+        NO_CUT_SCORE,
+        NO_CUT_SCORE,
+    ]
