@@ -191,3 +191,48 @@ def test_production_network_runs_and_matches_its_keras_twin(tracks):
     twin = keras_model_from_lwtnn(net)
     keras_scores = twin.predict({"x": net.input_matrix(plausible).astype(np.float32)}, verbose=0)
     assert np.max(np.abs(keras_scores[:, 0] - scores)) <= 1e-5
+
+
+def test_an_lwtnn_run_deploys_what_its_keras_model_scores(tmp_path, monkeypatch):
+    """python main.py --deploy_target lwtnn from end to end (the monitor and the evaluation see
+    tracks with a NaN input): the JSON's test AUC is the Keras model's within 0.01."""
+    from conftest import run_main
+    from sklearn.metrics import roc_auc_score
+
+    import main
+    from evaluation import classified_tracks
+    from evaluation.metrics import below_every_cut, to_mva
+    from network.data import predict
+    from network.inputs import model_inputs
+    from pipeline.settings import load_config
+
+    settings = [
+        *("--samples", "{'train': 'data/train', 'test': 'data/test'}"),
+        *(
+            "--synthetic_samples",
+            "{'train': ('ttbar', 120, 5, 'trk_isTrue'), 'test': ('ttbar', 40, 6, 'trk_isTrue')}",
+        ),  # fmt: skip
+        *("--train_samples", "['train']", "--test_samples", "['test']"),
+        *("--monitor_samples", "['test']", "--monitor_every", "1"),
+        *("--epochs", "3", "--batch_size", "128", "--hidden_layers", "[16, 8]"),
+        *("--train_bdt", "False", "--compare_graphs", "{}", "--bootstrap_samples", "20"),
+        *("--deploy_target", "lwtnn", "--run_name", "lwtnn"),
+    ]
+    result = run_main(tmp_path, *settings)
+    assert "lwtnn's forward pass agrees with the Keras model" in result.stdout
+    run_dir = (tmp_path / "results" / "latest").resolve()
+    assert (run_dir / "lwtnn_network.json").is_file() and (run_dir / "dnnQualityCuts.py").is_file()
+    assert len((run_dir / "monitor" / "monitor_log.csv").read_text().splitlines()) == 1 + 3
+    deployed_auc = json.loads((run_dir / "model_card.json").read_text())["test_auc"]["by_sample"][
+        "test"
+    ]
+
+    monkeypatch.chdir(tmp_path)
+    cfg, _ = load_config(["--config", str(run_dir / "config.py")])
+    test = classified_tracks(main.load_tracks(cfg).query("sample == 'test'"), cfg)
+    assert not np.isfinite(test[list(LWTNN_INPUTS)].to_numpy()).all()  # NaN inputs are in
+    keras_scores = below_every_cut(
+        to_mva(predict(main.load_model(run_dir), model_inputs(test, cfg)))
+    )
+    keras_auc = roc_auc_score(test["trk_isTrue"].to_numpy().astype(bool), keras_scores)
+    assert abs(deployed_auc - keras_auc) <= 0.01
