@@ -188,4 +188,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from pipeline.console import quiet_console
+
+    with quiet_console():  # TensorFlow's start-up lines stay off the table
+        main()

@@ -243,4 +243,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pipeline.console import quiet_console
+
+    with quiet_console():  # TensorFlow's start-up lines stay off the table
+        status = main()
+    sys.exit(status)
