@@ -183,6 +183,7 @@ def evaluate(
             f"{cfg.get('sample_weights') or {}}, track_weight {cfg.get('track_weight') or '-'!r}); "
             "every number here counts each test track once, unweighted"
         )
+        print(f"note: {notes[-1]}")
     metrics.update(skipped_classifiers=skipped, notes=notes + metrics["notes"])
     timing["metrics_s"] = time.perf_counter() - start - timing["scores_s"]
 
