@@ -178,33 +178,15 @@ def evaluate(
 
     metrics = compute_metrics(test, scores, cfg, run_dir.name)
     if cfg.get("sample_weights") or cfg.get("track_weight"):
-        notes.append(
-            "the training weighted its tracks (sample_weights "
-            f"{cfg.get('sample_weights') or {}}, track_weight {cfg.get('track_weight') or '-'!r}); "
-            "every number here counts each test track once, unweighted"
-        )
+        notes.append(unweighted_note(cfg))
         print(f"note: {notes[-1]}")
     metrics.update(skipped_classifiers=skipped, notes=notes + metrics["notes"])
     timing["metrics_s"] = time.perf_counter() - start - timing["scores_s"]
 
     plot_list: list[dict[str, str]] = []
     if plots:
-        from evaluation.figures import make_evaluation_plots
-
         plot_start = time.perf_counter()
-        sanitizer = sanitizer_of(model) if model is not None else load_sanitizer(run_dir)
-        plot_list = make_evaluation_plots(
-            test,
-            scores,
-            sample_masks(test, cfg),
-            metrics,
-            cfg,
-            out / "plots",
-            train=train,
-            sanitizer=sanitizer,
-            training_log=read_training_log(run_dir),
-            progress=sys.stderr,
-        )
+        plot_list = evaluation_plots(train, test, scores, metrics, cfg, run_dir, model, out)
         timing["plots_s"] = time.perf_counter() - plot_start
     timing["total_s"] = time.perf_counter() - start
     metrics["timing"] = {k: round(v, 2) for k, v in timing.items()}
@@ -229,6 +211,43 @@ def evaluate(
         f"in {timing['total_s']:.1f} s"
     )
     return metrics
+
+
+def unweighted_note(cfg: dict[str, Any]) -> str:
+    """What a report of a weighted training says about its (unweighted) test numbers."""
+    return (
+        "the training weighted its tracks (sample_weights "
+        f"{cfg.get('sample_weights') or {}}, track_weight {cfg.get('track_weight') or '-'!r}); "
+        "every number here counts each test track once, unweighted"
+    )
+
+
+def evaluation_plots(
+    train: pd.DataFrame | None,
+    test: pd.DataFrame,
+    scores: dict[str, np.ndarray],
+    metrics: dict[str, Any],
+    cfg: dict[str, Any],
+    run_dir: Path,
+    model: Any,
+    out: Path,
+) -> list[dict[str, str]]:
+    """Every plot of the report into out/plots; the sanitizer's from the model (or run_dir's)."""
+    from evaluation.figures import make_evaluation_plots
+
+    sanitizer = sanitizer_of(model) if model is not None else load_sanitizer(run_dir)
+    return make_evaluation_plots(
+        test,
+        scores,
+        sample_masks(test, cfg),
+        metrics,
+        cfg,
+        out / "plots",
+        train=train,
+        sanitizer=sanitizer,
+        training_log=read_training_log(run_dir),
+        progress=sys.stderr,
+    )
 
 
 def compute_metrics(

@@ -108,41 +108,17 @@ def train_model(
         keras.callbacks.CSVLogger(str(run_dir / "training_log.csv"), append=True),
         keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")),
         *(callbacks or []),
+        EpochProgress(cfg["epochs"]),
     ]
-    callbacks.append(EpochProgress(cfg["epochs"]))
-    fit = {
-        "validation_data": data.validation_batches(),
-        "callbacks": callbacks,
-        "verbose": 1 if is_terminal(sys.stdout) else 2,  # a bar on a terminal, lines in a log
-    }
-    epoch, batch = start
-    finished = state.state.get("finished") or state.state.get("stopped_early")
     with stop.installed():
-        # One fit per epoch: each epoch's dataset ends with the epoch (see TrackData).
-        while epoch < cfg["epochs"] and not finished:
-            state.first_batch = batch
-            trainer.fit(
-                data.training_batches(epoch, batch), initial_epoch=epoch, epochs=epoch + 1, **fit
-            )
-            epoch, batch = epoch + 1, 0
-            finished = trainer.stop_training  # early stopping
+        _fit_epochs(trainer, data, state, callbacks, start, cfg["epochs"])
     state.mark_finished()
-    best = deciders[0].best_weights
-    if best is None and not (run_dir / "model.keras").exists():
-        raise RuntimeError(
-            f"no epoch of {len(state.state['history'])} had a finite validation loss, so there "
-            "is no best model: the training diverged (lower learning_rate) or the validation "
-            f"tracks or weights hold NaN; {run_dir / 'training_log.csv'} has the losses"
-        )
-    if best is None:  # nothing trained in this session: the best model is on disk
-        best = keras.models.load_model(run_dir / "model.keras", compile=False).get_weights()
-    trainer.network.set_weights(best)
+    trainer.network.set_weights(_best_weights(deciders[0], state, run_dir))
     rows = tf.range(data.n_train, data.n_train + data.n_validation)
     scores = predict(trainer.network, data.inputs(rows))
-    labels = validation[LABEL].to_numpy()
     return TrainingResult(
         model=trainer.network,
-        validation_auc=float(roc_auc_score(labels, scores)),
+        validation_auc=float(roc_auc_score(validation[LABEL].to_numpy(), scores)),
         epochs=len(state.state["history"]),
         resumed_from=start if resumed else None,
         stopped_early=bool(state.state.get("stopped_early")),
@@ -150,6 +126,45 @@ def train_model(
         input_bytes_per_track=data.bytes_per_track,
         weights_sha256=weights_digest(trainer.network),
     )
+
+
+def _fit_epochs(
+    trainer: Trainer,
+    data: TrackData,
+    state: TrainingState,
+    callbacks: list[keras.callbacks.Callback],
+    start: tuple[int, int],
+    epochs: int,
+) -> None:
+    """One fit per epoch from (epoch, batch) = start: each epoch's dataset ends with the epoch
+    (see TrackData), so a resumed epoch ends where it should."""
+    fit = {
+        "validation_data": data.validation_batches(),
+        "callbacks": callbacks,
+        "verbose": 1 if is_terminal(sys.stdout) else 2,  # a bar on a terminal, lines in a log
+    }
+    epoch, batch = start
+    finished = state.state.get("finished") or state.state.get("stopped_early")
+    while epoch < epochs and not finished:
+        state.first_batch = batch
+        trainer.fit(
+            data.training_batches(epoch, batch), initial_epoch=epoch, epochs=epoch + 1, **fit
+        )
+        epoch, batch = epoch + 1, 0
+        finished = trainer.stop_training  # early stopping
+
+
+def _best_weights(best: BestModel, state: TrainingState, run_dir: Path) -> list[np.ndarray]:
+    """The best model's weights: kept in memory, or on disk when this session trained nothing."""
+    if best.best_weights is not None:
+        return best.best_weights
+    if not (run_dir / "model.keras").exists():
+        raise RuntimeError(
+            f"no epoch of {len(state.state['history'])} had a finite validation loss, so there "
+            "is no best model: the training diverged (lower learning_rate) or the validation "
+            f"tracks or weights hold NaN; {run_dir / 'training_log.csv'} has the losses"
+        )
+    return keras.models.load_model(run_dir / "model.keras", compile=False).get_weights()
 
 
 def weights_digest(model: keras.Model) -> str:

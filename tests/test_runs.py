@@ -28,7 +28,7 @@ SETTINGS = [
     *("--iterations", "['initialStep', 'lowPtQuadStep', 'highPtTripletStep']"),
     *("--epochs", "6", "--batch_size", "64", "--hidden_layers", "[32, 16]"),
     *("--checkpoint_every", "0", "--train_bdt", "False", "--compare_graphs", "{}"),
-    *("--early_stopping_patience", "0", "--run_name", "t"),
+    *("--early_stopping_patience", "0", "--bootstrap_samples", "20", "--run_name", "t"),
 ]
 
 
