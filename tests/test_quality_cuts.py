@@ -84,7 +84,7 @@ def read_cuts(tmp_path, monkeypatch):
         del sys.modules[name]
 
 
-def test_tracks(seed: int = 3, n: int = 30_000) -> pd.DataFrame:
+def scored_tracks(seed: int = 3, n: int = 30_000) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     labels = rng.random(n) < 0.85
     algo = rng.choice([ALGORITHMS[i] for i in PRESENT], n)
@@ -100,11 +100,8 @@ def test_tracks(seed: int = 3, n: int = 30_000) -> pd.DataFrame:
     )
 
 
-test_tracks.__test__ = False  # a builder, not a test
-
-
 def metrics_of(cfg: dict, seed: int = 3) -> tuple[dict, pd.DataFrame, dict]:
-    tracks = test_tracks(seed)
+    tracks = scored_tracks(seed)
     rng = np.random.default_rng(seed + 1)
     labels = tracks[LABEL].to_numpy() == 1
     new = np.tanh(np.where(labels, 1.5, -1.5) + rng.normal(0, 1, len(tracks)))
