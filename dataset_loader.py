@@ -78,7 +78,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cmssw.ntuple import LABEL, TREE_PATH
+from cmssw.ntuple import LABEL, LABEL_BRANCHES, TREE_PATH
 from loader.cache import CACHE_FORMAT, CacheEntry
 from loader.columns import (
     Columns,
@@ -107,7 +107,7 @@ __all__ = [
 
 if TYPE_CHECKING:  # pandas is imported when the DataFrame is built: workers never need it
     import pandas as pd
-LABEL_CHOICES = ("auto", "trk_isTrue", "trk_simTrkIdx")
+LABEL_CHOICES = ("auto", *LABEL_BRANCHES)
 READERS = ("own", "uproot")
 # Part of the cache key: bump it whenever the decoded values or the cache layout change.
 LOADER_VERSION = 2
@@ -133,7 +133,7 @@ class DatasetLoader:
     ) -> None:
         """features=None takes config.features; cache_dir=None loads without a cache;
         progress=False hides the progress bars and the cache messages. reader="uproot" reads
-        every basket through uproot's own reading, ZLIB inflated by libdeflate (the
+        every basket through uproot's own reading, ZLIB inflated by ISA-L (the
         comparison benchmarks/bench_loader.py makes with the loader's own basket reading)."""
         if reader not in READERS:
             raise ValueError(f"reader = {reader!r}: give one of {READERS}")

@@ -39,7 +39,7 @@ from pipeline.files import write_new_file
 from pipeline.runs import HOLDOUT, Interrupted, Job, RunError, history, open_job, run_summary
 from pipeline.search import wants_search
 from pipeline.settings import SettingsError, load_config, settings_text
-from tracks.weights import WEIGHT
+from tracks.weights import WEIGHT, split_weights
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -295,9 +295,6 @@ def train_stage(
     strategy = strategy_for(cfg)
     chief = cluster_role(cfg["cluster"]).chief
     monitor = monitor_callback(tracks, cfg, run_dir) if chief else None
-    weights = None
-    if WEIGHT in train_split:
-        weights = np.concatenate([train_split[WEIGHT].to_numpy(), validation[WEIGHT].to_numpy()])
     return train_model(
         train_split,
         validation,
@@ -305,7 +302,7 @@ def train_stage(
         strategy,
         run_dir,
         callbacks=[monitor] if monitor else [],
-        weights=weights,
+        weights=split_weights(train_split, validation),
     )
 
 
@@ -339,10 +336,8 @@ def write_model_card(
     job: Job, cfg: dict[str, Any], exports: Any, model: Any, auc: dict | None, reason: str | None
 ) -> None:
     """model_card.json beside the exports, once: with the test AUCs when the evaluation ran."""
-    from deploy.export import existing_exports, write_run_model_card
+    from deploy.export import write_run_model_card
 
-    exports = exports or existing_exports(job.run_dir, cfg["deploy_target"])
-    model = model if model is not None else load_model(job.run_dir)
     trained = [
         e for e in history(job.run_dir) if e["event"] == "stage done" and e["stage"] == "train"
     ]

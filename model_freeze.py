@@ -46,7 +46,7 @@ from cmssw.classifiers import (
     TF_GRAPH_OUTPUT_SHAPE,
 )
 from deploy.fold import fold_batch_norm
-from deploy.graph_optimize import optimize_graph_def
+from deploy.graph_optimize import import_graph, optimize_graph_def
 from pipeline.files import atomic_path
 from pipeline.runs import HOLDOUT
 
@@ -280,13 +280,7 @@ def check_contract(
 
 
 def _output_problems(graph_def: tf.compat.v1.GraphDef) -> list[str]:
-    # import_graph_def writes default attributes into the GraphDef it is given: give it a copy.
-    copy = tf.compat.v1.GraphDef()
-    copy.CopyFrom(graph_def)
-    graph = tf.Graph()
-    with graph.as_default():
-        tf.compat.v1.import_graph_def(copy, name="")
-    output = graph.get_tensor_by_name(f"{OUTPUT_NODE}:0")
+    output = import_graph(graph_def).get_tensor_by_name(f"{OUTPUT_NODE}:0")
     shape = output.shape.as_list() if output.shape.rank is not None else None
     expected = [None if d == -1 else d for d in TF_GRAPH_OUTPUT_SHAPE]
     if output.dtype != tf.float32 or shape != expected:

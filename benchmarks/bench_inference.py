@@ -68,15 +68,13 @@ def default_model_graphs(folder: Path) -> dict[str, Path]:
     import keras
 
     from model_freeze import freeze_model
-    from network import build_model_from_config, fit_sanitizer_bounds, transforms_for_features
+    from network.training import build_network
     from pipeline.settings import default_config
 
     cfg = default_config()
     keras.utils.set_random_seed(cfg["seed"])
     train = synthetic_tracks("qcd", 400, 7)
-    transforms = transforms_for_features(cfg["features"], cfg["feature_transforms"])
-    lower, upper = fit_sanitizer_bounds(train["x"], transforms, cfg["sanitizer_quantile"])
-    model = build_model_from_config(cfg, lower, upper)
+    model = build_network(train["x"], cfg)()  # the sanitizer fitted as the training does
     model.compile(optimizer="adam", loss="binary_crossentropy")
     inputs = {"x": train["x"], "y": train["y"]}
     start = time.perf_counter()
@@ -136,16 +134,22 @@ def print_table(
 
 
 def main() -> None:
+    from deploy.cost import (
+        DEFAULT_BATCH_SIZES,
+        best_of,
+        measure_rounds,
+        net_of_floor,
+        paired_ratios,
+    )
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--graph", help="our frozen graph (default: train the default model)")
     parser.add_argument("--compare", action="append", default=[], metavar="NAME=PATH")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 1024])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=list(DEFAULT_BATCH_SIZES))
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--seconds", type=float, default=0.1, help="per measurement")
     parser.add_argument("--json", default=str(OUTPUT / "bench_inference.json"))
     args = parser.parse_args()
-
-    from deploy.cost import best_of, measure_rounds, net_of_floor, paired_ratios
 
     with tempfile.TemporaryDirectory() as folder:
         if args.graph:

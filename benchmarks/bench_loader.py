@@ -123,7 +123,7 @@ def run_loader(spec: dict) -> dict:
     from dataset_loader import DatasetLoader
     from loader import baskets
 
-    if spec.get("zlib"):  # inflate ZLIB with the zlib module, as uproot does
+    if spec.get("zlib"):  # inflate ZLIB with the zlib module, as uproot does by default
         baskets.libdeflate = None
     loader = DatasetLoader(
         max_workers=spec["workers"],

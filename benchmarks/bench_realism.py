@@ -199,17 +199,6 @@ def print_verdict(report: dict) -> None:
     )
 
 
-def _json_safe(value):
-    """NaN (an iteration with one class only) as null: strict JSON."""
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float | np.floating):
-        return None if math.isnan(value) else float(value)
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=300, help="events per process")
@@ -232,12 +221,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
 
+    from evaluation.report import json_ready
     from model_freeze import load_graph_def  # TensorFlow, only once there is work for it
 
     report = measure(args, {k: load_graph_def(args.models / v) for k, v in GRAPHS.items()})
     print_verdict(report)
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(args.json, json.dumps(_json_safe(report), indent=1))
+    write_atomically(args.json, json.dumps(json_ready(report), indent=1, allow_nan=False))
     print(f"written {args.json}")
     return 0
 

@@ -189,3 +189,9 @@ QUALITY_LEVELS = ("loose", "tight", "highPurity")
 def step_name(iteration: str) -> str:
     """The key of an iteration in dnnQualityCuts.py: initialStep -> InitialStep."""
     return iteration[:1].upper() + iteration[1:]
+
+
+def quality_cut_steps(dnn_iterations: Sequence[str], iterations: Sequence[str]) -> set[str]:
+    """The steps a run's dnnQualityCuts.py holds: the DNN's and any other iteration it
+    evaluates (so the only ones its reference cuts may name)."""
+    return {step_name(i) for i in [*dnn_iterations, *iterations]}

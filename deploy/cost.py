@@ -74,10 +74,9 @@ def measure_rounds(
     batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
     rounds: int = 30,
     seconds_per_measurement: float = 0.1,
-    with_floor: bool = True,
 ) -> dict[str, dict[int, list[float]]]:
     """Microseconds per track of each graph (name -> path), per round, at each batch size,
-    and of the FLOOR graph (with_floor). Summarise with best_of, paired_ratios.
+    and of the FLOOR graph. Summarise with best_of, paired_ratios, net_of_floor.
 
     `inputs`: {"x", "y"} realistic tracks, cycled through in batches. Every graph must take
     the width of inputs["x"] (the production graphs take CMSSW's 29 features).
@@ -85,8 +84,7 @@ def measure_rounds(
     x = np.asarray(inputs[FEATURE_INPUT], np.float32)
     y = np.asarray(inputs[ALGO_INPUT], np.float32).reshape(-1, 1)
     sources: dict[str, str | Path | tf.compat.v1.GraphDef] = dict(graphs)
-    if with_floor:
-        sources[FLOOR] = floor_graph_def(x.shape[1])
+    sources[FLOOR] = floor_graph_def(x.shape[1])
     sessions = {name: cmssw_like_session(source) for name, source in sources.items()}
     results: dict[str, dict[int, list[float]]] = {n: {b: [] for b in batch_sizes} for n in sources}
     try:

@@ -179,7 +179,7 @@ def inference_cost(
     """µs per track of frozen_graph.pb and of the production graphs (compare_graphs) on one
     thread at CMSSW's batch size and at 1024, the harness's own cost subtracted (deploy.cost);
     None when there is no TrackTfClassifier graph to time."""
-    from deploy.cost import FLOOR, best_of, measure_rounds, net_of_floor
+    from deploy.cost import best_of, measure_rounds, net_of_floor
     from evaluation.classifiers import production_graph_inputs, resolve_path
 
     graph = Path(run_dir) / GRAPH_FILE
@@ -196,5 +196,4 @@ def inference_cost(
     return {
         name: {f"µs/track, batch {b}": f"{value:.2f}" for b, value in per_batch.items()}
         for name, per_batch in cost.items()
-        if name != FLOOR
     }

@@ -25,7 +25,8 @@ from tensorflow.python.grappler import tf_optimizer
 OFFLINE_OPTIMIZERS = ("constfold", "arithmetic", "dependency", "pruning")
 
 
-def _import(graph_def: tf.compat.v1.GraphDef) -> tf.Graph:
+def import_graph(graph_def: tf.compat.v1.GraphDef) -> tf.Graph:
+    """A tf.Graph of graph_def, which is left as it is."""
     # import_graph_def writes default attributes into the GraphDef it is given: give it a copy.
     copy = tf.compat.v1.GraphDef()
     copy.CopyFrom(graph_def)
@@ -42,7 +43,7 @@ def _same_shape(a: tf.Tensor, b: tf.Tensor) -> bool:
 def constant_select_replacements(graph_def: tf.compat.v1.GraphDef) -> dict[str, str]:
     """Select node name -> the tensor ("node:port") that it always returns."""
     replacements = {}
-    for op in _import(graph_def).get_operations():
+    for op in import_graph(graph_def).get_operations():
         if op.type not in ("Select", "SelectV2") or op.inputs[0].op.type != "Const":
             continue
         condition = tensor_util.MakeNdarray(op.inputs[0].op.get_attr("value"))
@@ -80,7 +81,7 @@ def fold_constant_selects(graph_def: tf.compat.v1.GraphDef, keep: tuple[str, ...
 
 def run_grappler(graph_def: tf.compat.v1.GraphDef, fetch: str) -> tf.compat.v1.GraphDef:
     """Pass 2 on a frozen graph, keeping the placeholders and the node `fetch`."""
-    graph = _import(graph_def)
+    graph = import_graph(graph_def)
     # Grappler keeps the nodes of the "train_op" collection; placeholders are always kept.
     graph.add_to_collection("train_op", graph.get_operation_by_name(fetch))
     meta_graph = tf.compat.v1.train.export_meta_graph(graph=graph, graph_def=graph_def)

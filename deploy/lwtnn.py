@@ -221,11 +221,7 @@ def lwtnn_config(model: keras.Model, features: Sequence[str]) -> dict[str, Any]:
         elif (
             isinstance(layer, keras.layers.Activation)
             and dense
-            and dense[-1]["activation"]
-            in (
-                "linear",
-                None,
-            )
+            and dense[-1]["activation"] == "linear"
         ):
             dense[-1]["activation"] = _activation_name(layer.activation, layer)
         else:

@@ -175,8 +175,6 @@ def check_onnx(
     path: Path, model: keras.Model, check_inputs: dict[str, np.ndarray], tolerance: float = 1e-5
 ) -> OnnxReport:
     """Check an existing model.onnx against the Keras model, as export_onnx checks a new one."""
-    import onnx
-
     serialized = Path(path).read_bytes()
     converted = onnx.load_from_string(serialized)
     difference, checked = _agreement(converted, serialized, model, check_inputs)

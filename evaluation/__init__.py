@@ -5,8 +5,8 @@
 compares, on the same held-out test tracks, per sample and iteration: the new model scored as
 it will be deployed (its frozen graph run_dir/frozen_graph.pb by default), trk_mva from the
 ntuple, the production graphs of cfg["compare_graphs"] and a BDT baseline trained on `train`.
-Every number carries its interval. It writes into run_dir: report.html (self-contained),
-metrics.json, dnnQualityCuts.py (CMSSW's working-points file) and plots/*.png.
+Every number carries its interval. It writes into output_dir (default run_dir): report.html
+(self-contained), metrics.json, dnnQualityCuts.py (CMSSW's working-points file), plots/*.png.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def sanitizer_of(model: Any, origin: str = "the model") -> Callable | None:
     """The model's InputSanitizerLayer as a function x -> sanitized x, or None."""
     import keras
 
-    import network  # noqa: F401  (registers the custom layers)
+    import network.custom  # noqa: F401  (registers the custom layers)
     from network.custom.input_sanitizer import InputSanitizerLayer
 
     layers = [layer for layer in model.layers if isinstance(layer, InputSanitizerLayer)]
@@ -105,7 +105,7 @@ def load_sanitizer(run_dir: Path) -> Callable | None:
         return None
     import keras
 
-    import network  # noqa: F401  (registers the custom layers)
+    import network.custom  # noqa: F401  (registers the custom layers)
 
     return sanitizer_of(keras.models.load_model(path, compile=False), str(path))
 

@@ -76,7 +76,7 @@ def graph_scores(path: Path, inputs: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def bdt_matrix(df: pd.DataFrame, cfg: dict[str, Any]) -> np.ndarray:
-    """The 29 features and originalAlgo (last column, categorical); NaN stays (handled as
+    """cfg["features"] and originalAlgo (last column, categorical); NaN stays (handled as
     missing), infinities become the float32 extremes."""
     x = df[list(cfg["features"]) + [cfg["algo_branch"]]].to_numpy(np.float64)
     return np.nan_to_num(x, nan=np.nan, posinf=FLOAT32_MAX, neginf=-FLOAT32_MAX)

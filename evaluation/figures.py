@@ -36,7 +36,8 @@ def make_evaluation_plots(
     progress: Any = None,
 ) -> list[dict[str, str]]:
     """Every PNG of the report; returns [{section, title, file}] with file relative to the
-    run folder. masks: {sample name or "all": bool row mask of test}."""
+    output folder (the parent of plots_dir). masks: {sample name or "all": bool row mask of
+    test}."""
     plots_dir = Path(plots_dir)
     context = _Context(test, scores, metrics, cfg, plots_dir)
     out: list[dict[str, str]] = []
@@ -127,7 +128,8 @@ class _Context:
             title = f"Efficiency and fake rate per iteration, {BY_ITERATION_LEVEL}"
             heading = f"{title}: {name}"
             return self.rates(lines, panels, "rates_by_iteration.png", heading, title, per_row=2)
-        lines = [("all iterations", self.rate_row(rows, entries[ALL]), lv) for lv in LEVELS]
+        row = self.rate_row(rows, entries[ALL])  # one row for every level: binned once
+        lines = [("all iterations", row, level) for level in LEVELS]
         if kind == "rates":  # one sample alone: both rates vs pt and |dxy|
             chosen = [v for v in ("pt", "dxy") if v in self.variables]
             panels = [(which, v) for which in QUANTITIES for v in chosen]
@@ -217,7 +219,7 @@ def _feature_plots(
             continue
         rows = np.sort(rng.choice(len(df), min(len(df), max_tracks), replace=False))
         groups[group] = (
-            df[cfg["features"]].to_numpy(np.float32)[rows],
+            df[cfg["features"]].iloc[rows].to_numpy(np.float32),
             df[LABEL].to_numpy()[rows],
         )
     if not groups:

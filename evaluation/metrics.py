@@ -24,11 +24,9 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from cmssw.classifiers import step_name
 from cmssw.ntuple import ALGORITHMS
-from evaluation.names import ALL, LEVELS, NEW, REFERENCE
+from evaluation.names import LEVELS, REFERENCE
 from evaluation.quality_cuts import release_cuts
 from evaluation.stats import clopper_pearson
-
-__all__ = ["ALL", "LEVELS", "NEW", "REFERENCE"]
 
 
 def to_mva(probability: np.ndarray) -> np.ndarray:
@@ -305,7 +303,7 @@ def derive_working_points(
         }
         result[iteration] = entry
         if n_true == 0:
-            reason = "no tracks" if n_fake == 0 else f"only fake tracks ({n_fake}), no true track"
+            reason = not_classifiable(n_true, n_fake)
             entry.update(status="n/a", reason=f"{reason} in the test samples")
             continue
         try:

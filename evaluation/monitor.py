@@ -16,13 +16,15 @@ from evaluation.metrics import auc, below_every_cut, not_classifiable, to_mva
 from evaluation.names import NEW, REFERENCE
 from evaluation.plots import roc_grid, score_grid
 from network.data import predict
+from network.inputs import model_inputs
 from pipeline.files import write_atomically
 
 
 class MonitorCallback(keras.callbacks.Callback):
-    """Every `every` epochs: Keras predict on (up to) `max_samples` test samples, subsampled to
-    `max_tracks` tracks each so it returns in seconds; writes monitor/epoch_XXX_roc.png,
-    monitor/epoch_XXX_scores.png and appends the AUCs to monitor/monitor_log.csv."""
+    """Every `every` epochs: the model's scores (network.data.predict) on (up to) `max_samples`
+    test samples, subsampled to `max_tracks` tracks each so it returns in seconds; writes
+    monitor/epoch_XXX_roc.png, monitor/epoch_XXX_scores.png and appends the AUCs to
+    monitor/monitor_log.csv."""
 
     def __init__(
         self,
@@ -36,17 +38,15 @@ class MonitorCallback(keras.callbacks.Callback):
         super().__init__()
         self.every = int(every)
         self.folder = Path(run_dir) / "monitor"
-        self.batch_size = 8192
         self.history: list[dict[str, Any]] = []
         algos = [ALGORITHMS[name] for name in cfg["iterations"]]
-        self.samples: dict[str, dict[str, np.ndarray]] = {}
+        self.samples: dict[str, dict[str, Any]] = {}
         for name, df in list(samples.items())[:max_samples]:
             df = df[df[cfg["algo_branch"]].isin(algos)]
             if len(df) > max_tracks:  # the same tracks every time: epochs compare like for like
                 df = df.sample(max_tracks, random_state=cfg.get("seed", 0))
             self.samples[name] = {
-                "x": df[cfg["features"]].to_numpy(np.float32),
-                "y": df[cfg["algo_branch"]].to_numpy(np.float32).reshape(-1, 1),
+                "inputs": model_inputs(df, cfg),  # as CMSSW feeds them (lwtnn: no y)
                 "labels": df[LABEL].to_numpy().astype(bool),
                 "reference": df[REFERENCE].to_numpy(np.float64) if REFERENCE in df else None,
             }
@@ -64,7 +64,7 @@ class MonitorCallback(keras.callbacks.Callback):
             labels = data["labels"]
             scores = {NEW: np.zeros(0)}
             if len(labels):
-                predicted = predict(self.model, {"x": data["x"], "y": data["y"]})
+                predicted = predict(self.model, data["inputs"])
                 # lwtnn models give NaN for a NaN input, as CMSSW would: such tracks pass no cut
                 scores = {NEW: below_every_cut(to_mva(predicted))}
             if data["reference"] is not None:

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from cmssw.classifiers import QUALITY_LEVELS, step_name
+from cmssw.classifiers import QUALITY_LEVELS, quality_cut_steps, step_name
 from cmssw.ntuple import DNN_ITERATIONS
 from evaluation.names import ALL, NEW, REFERENCE
 from pipeline.files import write_atomically
@@ -69,7 +69,7 @@ def release_cuts(cfg: Mapping[str, Any], block: str | None = None) -> dict[str, 
     table = cfg.get(setting)
     if not isinstance(table, Mapping):
         raise ValueError(f"{setting} (config.py) must be a dict: CMSSW step -> [c0, c1, c2]")
-    known = {step for _, step in steps(cfg)}
+    known = quality_cut_steps(DNN_ITERATIONS, cfg.get("iterations", []))
     for key in table:
         if key not in known:
             hint = f"; write {step_name(key)!r}" if step_name(key) in known else ""

@@ -265,7 +265,7 @@ def write_report(
         monitor_plots = sorted((run_dir / "monitor").glob("epoch_*.png"))
     monitor = [str(p) for p in monitor_plots]
     images = {p["file"]: data_uri(run_dir / p["file"]) for p in plots}
-    images.update({p: data_uri(run_dir / p) for p in monitor})
+    images.update({p: data_uri(Path(p)) for p in monitor})  # paths as given (run_dir's own)
     page = report_html(
         metrics, plots, images, config_text, monitor, quality_cuts_text, deployment, run_info
     )

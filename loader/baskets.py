@@ -160,8 +160,9 @@ def read_basket(raw, entry_start: int, entry_stop: int) -> Basket | None:
     """Decompress one basket from its bytes in the file; None for a layout or compression
     algorithm to leave to uproot (checked against uproot's reading in the tests).
 
-    Our own reading because uproot's costs ~0.1 ms of Python per basket and always inflates
-    ZLIB with the zlib module, where libdeflate (pip install deflate) is about 1.8x faster.
+    Our own reading because uproot's costs ~0.1 ms of Python per basket and by default
+    inflates ZLIB with the zlib module, where libdeflate (pip install deflate) is about 1.8x
+    faster (benchmarks/bench_loader.py also measures uproot with ISA-L).
     """
     raw = memoryview(raw).cast("B")
     if len(raw) < _KEY_HEADER.size:

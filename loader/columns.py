@@ -88,10 +88,9 @@ class Rows:
     def writer(self, name: str) -> Callable[[np.ndarray], None]:
         return lambda values: self.write(name, values)
 
-    def rows_written(self) -> int:
-        """The rows every column got, or -1 when the columns got different numbers of rows."""
-        counts = {row - self.start for row in self.rows.values()}
-        return counts.pop() if len(counts) == 1 else -1
+    def rows_written(self) -> set[int]:
+        """The numbers of rows the columns got: one number when they all got the same."""
+        return {row - self.start for row in self.rows.values()}
 
     def digests(self) -> dict[str, str]:
         return {name: hashed.hexdigest() for name, hashed in self.hashes.items()}

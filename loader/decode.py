@@ -77,15 +77,17 @@ def _decode(task: Task, columns: Columns, options: ReadOptions) -> dict[str, str
         if kind == "matches":
             _decode_matches(tree[name], baskets, task, counts, rows.writer(column))
         else:
-            counts = _decode_branch(tree[name], baskets, task, counts, rows.writer(column), kind)
+            convert = _converter(kind, column)
+            counts = _decode_branch(tree[name], baskets, task, counts, rows.writer(column), convert)
         if last_use[name] == i and baskets is not None:
             baskets.release(tree[name])
     entries = np.arange(task.entry_start, task.entry_stop, dtype=np.uint32)
     rows.write("event_index", np.repeat(entries + np.uint32(task.event_offset), counts))
     rows.write("sample", np.full(len(rows), task.sample_code, dtype=np.int8))
+    expected = task.row_stop - task.row_start
     written = rows.rows_written()
-    if written != task.row_stop - task.row_start:  # every column got exactly the task's rows
-        raise NtupleError(_inconsistent(task, written, task.row_stop - task.row_start))
+    if written != {expected}:  # every column got exactly the task's rows
+        raise NtupleError(_inconsistent(task, min(written - {expected}), expected))
     return rows.digests()
 
 
@@ -94,7 +96,7 @@ def reads(options: ReadOptions, label_branch: str) -> list[tuple[str, str, str]]
     counts are the reference the other branches are checked against."""
     planned = [(options.algo_branch, options.algo_branch, "algo")]
     planned += [(source_branch(name), name, _float_kind(name)) for name in options.features]
-    label_kind = "flag" if label_branch == "trk_isTrue" else "matches"
+    label_kind = "flag" if label_branch == LABEL else "matches"
     planned.append((label_branch, LABEL, label_kind))
     planned += [(name, name, "float") for name in options.extra_branches]
     return planned
@@ -107,9 +109,9 @@ def source_branch(column: str) -> str:
 
 
 def _float_kind(column: str) -> str:
-    """ "float", or "clamp:<low>:<high>" for a derived input that CMSSW clamps."""
+    """ "float", or "clamp" for a derived input that CMSSW clamps (to its DERIVED_INPUTS bounds)."""
     clamp = DERIVED_INPUTS[column][1] if column in DERIVED_INPUTS else None
-    return "float" if clamp is None else f"clamp:{clamp[0]!r}:{clamp[1]!r}"
+    return "float" if clamp is None else "clamp"
 
 
 def use_reader(reader: str) -> None:
@@ -133,12 +135,11 @@ def _decode_branch(
     task: Task,
     counts: np.ndarray | None,
     write: Callable[[np.ndarray], None],
-    kind: str,
+    convert: Callable[[np.ndarray, str, str], np.ndarray],
 ) -> np.ndarray:
     """Write one branch's values of the task; returns the tracks per entry (from this branch if
     counts is None, else checked against counts)."""
     start, stop, path = task.entry_start, task.entry_stop, task.path
-    convert = _converter(kind)
     expected = task.row_stop - task.row_start
     layout = jagged_layout(branch.interpretation) if baskets is not None else None
     if layout is not None:
@@ -230,10 +231,10 @@ def _to_flag(values: np.ndarray, path: str, name: str, compare=np.not_equal) -> 
 _CONVERTERS = {"float": _to_float, "algo": _to_algo, "flag": _to_flag}
 
 
-def _converter(kind: str) -> Callable[[np.ndarray, str, str], np.ndarray]:
-    if not kind.startswith("clamp:"):
+def _converter(kind: str, column: str) -> Callable[[np.ndarray, str, str], np.ndarray]:
+    if kind != "clamp":
         return _CONVERTERS[kind]
-    low, high = (float(bound) for bound in kind.split(":")[1:])
+    low, high = DERIVED_INPUTS[column][1]
 
     def clamped(values: np.ndarray, path: str, name: str) -> np.ndarray:
         out = _to_float(values, path, name)

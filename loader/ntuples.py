@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import uproot
 
+from cmssw.ntuple import LABEL_BRANCHES
 from loader.errors import BAD_FILE_FIX, ColumnWriteError, NtupleError
 
 # What uproot reports for CMSSW's std::vector<std::vector<int>> branches...
@@ -153,7 +154,7 @@ def label_branch(tree, path: str, label: str) -> str:
     """The label branch of this file: the forced one, or the convention the file uses."""
     if label != "auto":
         return label
-    for candidate in ("trk_isTrue", "trk_simTrkIdx"):
+    for candidate in LABEL_BRANCHES:
         if candidate in tree:
             return candidate
     raise NtupleError(

@@ -39,8 +39,8 @@ def scan_file(path: str, options: ReadOptions) -> FileScan:
 
 
 def _scan(path: str, options: ReadOptions) -> FileScan:
-    tree_path, algo_branch, reader = options.tree_path, options.algo_branch, options.reader
-    use_reader(reader)
+    tree_path, algo_branch = options.tree_path, options.algo_branch
+    use_reader(options.reader)
     _, tree, _ = open_tree(path, tree_path)
     num_entries = tree.num_entries
     if num_entries == 0:
@@ -57,7 +57,7 @@ def _scan(path: str, options: ReadOptions) -> FileScan:
     read = {algo_branch, *names}
     common = tree.common_entry_offsets(filter_branch=lambda branch: branch.name in read)
     boundaries = np.array(sorted({0, num_entries, *common}), dtype=np.int64)
-    tracks = tracks_from_headers(tree[algo_branch], boundaries) if reader == "own" else None
+    tracks = tracks_from_headers(tree[algo_branch], boundaries)
     if tracks is None:  # a layout the headers do not tell: count by decompressing the branch
         ends = np.concatenate([[0], np.cumsum(_entry_counts(tree[algo_branch], path))])
         tracks = ends[boundaries[1:]] - ends[boundaries[:-1]]

@@ -31,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing import reduction
@@ -107,9 +108,7 @@ class ForkServer:
     def _ended(self) -> str:
         status = self.process.poll()
         self.log.seek(0)
-        words = self.log.read().decode(errors="replace").strip().splitlines()[-12:]
-        said = ("; its last output:\n  " + "\n  ".join(words)) if words else ""
-        return f"{describe_status(status)}{said}"
+        return describe_status(status) + last_output(self.log.read().decode(errors="replace"))
 
     def close(self) -> None:
         with contextlib.suppress(OSError), self.lock:
@@ -121,6 +120,12 @@ class ForkServer:
             self.process.wait()
         self.control.close()
         self.log.close()
+
+
+def last_output(text: str, lines: int = 12) -> str:
+    """ "; its last output: ..." with the last lines a process wrote, or "" when it wrote none."""
+    words = text.strip().splitlines()[-lines:]
+    return ("; its last output:\n  " + "\n  ".join(words)) if words else ""
 
 
 def describe_status(status: int | None) -> str:
@@ -151,10 +156,9 @@ class Worker:
         """Why it died, as far as can be known: exit signal or status, its last words."""
         status = self.server.exit_status(self.pid) if self.server is not None else None
         try:
-            words = Path(self.log).read_text(errors="replace").strip().splitlines()[-12:]
+            said = last_output(Path(self.log).read_text(errors="replace"))
         except OSError:
-            words = []
-        said = ("; its last output:\n  " + "\n  ".join(words)) if words else ""
+            said = ""
         where = f" while reading {call.file}" if call is not None else " while starting"
         return RuntimeError(f"worker process {self.pid}{where} {describe_status(status)}{said}")
 
@@ -299,13 +303,13 @@ def serve_forks(descriptor: int) -> None:
             if message[0] == "spawn":
                 _fork_worker(control, children)
             elif message[0] == "status":
-                control.send(_wait_for(message[1], message[2], children))
+                control.send(_wait_for(message[1], message[2]))
             else:
                 break
     except EOFError:  # the caller is gone
         pass
     for pid, log in list(children.items()):
-        _wait_for(pid, 30.0, children)
+        _wait_for(pid, 30.0)
         Path(log).unlink(missing_ok=True)
 
 
@@ -323,6 +327,7 @@ def _fork_worker(control: Connection, children: dict[int, str]) -> None:
             serve(theirs.detach())
         except BaseException:
             status = 1
+            traceback.print_exc()  # into its output file: Worker.death shows the last lines
         finally:
             os._exit(status)
     os.close(handle)
@@ -333,7 +338,7 @@ def _fork_worker(control: Connection, children: dict[int, str]) -> None:
     ours.close()
 
 
-def _wait_for(pid: int, timeout: float, children: dict[int, str]) -> int | None:
+def _wait_for(pid: int, timeout: float) -> int | None:
     """The exit status of a worker within timeout (negative: killed by that signal)."""
     deadline = time.monotonic() + timeout
     while True:

@@ -10,7 +10,7 @@ row numbers of each batch, shuffled on the fly with a stateless index permutatio
 So an epoch's order is a pure function of (seed, epoch): a resumed training sees exactly the
 batches an uninterrupted one would.
 
-    data = TrackData.from_frames(train, validation, features, algo_branch, strategy, ...)
+    data = TrackData(features, algo, labels, weights, n_train, strategy, global_batch, seed)
     trainer = Trainer(network, data)
     trainer.fit(data.training_batches(epoch), initial_epoch=epoch, epochs=epoch + 1, ...)
 """
@@ -18,17 +18,14 @@ batches an uninterrupted one would.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
-import pandas as pd
 import tensorflow as tf
 
-from cmssw.ntuple import LABEL
-from network.inputs import aligned_empty, feature_matrix
+from network.inputs import aligned_empty
 from pipeline.files import atomic_path
 
 
@@ -68,31 +65,6 @@ class TrackData:
         # Labels and weights travel with the row numbers: 4 bytes per track each.
         self.labels = tf.constant(labels.astype(np.float32).reshape(-1, 1))
         self.weights = None if weights is None else tf.constant(weights.astype(np.float32))
-
-    @classmethod
-    def from_frames(
-        cls,
-        train: pd.DataFrame,
-        validation: pd.DataFrame,
-        features: Sequence[str],
-        algo_branch: str,
-        strategy: tf.distribute.Strategy,
-        global_batch: int,
-        seed: int,
-        weights: np.ndarray | None = None,
-    ) -> TrackData:
-        """weights: one per training track then one per validation track, or None."""
-        frames = (train, validation)
-        return cls(
-            feature_matrix(frames, features),
-            feature_matrix(frames, [algo_branch]),
-            np.concatenate([f[LABEL].to_numpy() for f in frames]),
-            weights,
-            len(train),
-            strategy,
-            global_batch,
-            seed,
-        )
 
     @property
     def bytes_per_track(self) -> float:
@@ -220,11 +192,10 @@ class Trainer(keras.Model):
 
 
 def predict(network: keras.Model, inputs: dict[str, Any], chunk: int = 65_536) -> np.ndarray:
-    """The network's output p for inputs {"x", "y"} (arrays or tensors), called eagerly chunk
-    by chunk: no predict function to trace, so cheap to call now and then during a training."""
+    """The network's output p for its inputs {"x", "y"} (lwtnn: {"x"}; arrays or tensors),
+    called eagerly chunk by chunk: no predict function to trace, so cheap to call now and then
+    during a training."""
     network = getattr(network, "network", network)  # a Trainer: its network
-    names = {tensor.name for tensor in network.inputs}
-    inputs = {name: value for name, value in inputs.items() if name in names}  # lwtnn: no y
     n = int(inputs["x"].shape[0])
     parts = [
         keras.ops.convert_to_numpy(

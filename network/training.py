@@ -68,8 +68,9 @@ def train_model(
     callbacks: list[keras.callbacks.Callback] | None = None,
     weights: np.ndarray | None = None,
 ) -> TrainingResult:
-    """Fit the sanitizer bounds, build the model under the strategy, train it (or continue
-    the training saved in run_dir). weights: per training then validation track, or None."""
+    """Fit the model's preprocessing (the sanitizer's bounds, or lwtnn's offset and scale),
+    build the model under the strategy, train it (or continue the training saved in run_dir).
+    weights: per training then validation track, or None."""
     run_dir = Path(run_dir)
     keras.utils.set_random_seed(cfg["seed"])
     if cfg["deterministic"]:

@@ -16,8 +16,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from cmssw.classifiers import LWTNN_INPUTS, deploy_target_mismatch, step_name
+from cmssw.classifiers import LWTNN_INPUTS, deploy_target_mismatch, quality_cut_steps, step_name
 from cmssw.ntuple import ALGORITHMS, DNN_ITERATIONS, LABEL_BRANCHES
+from gpusetter import CLUSTERS
 from network.choices import ACTIVATIONS, INITIALIZERS, TRANSFORMS
 from pipeline.search_space import check_search_settings
 from pipeline.settings import SettingsError, default_config, describe_config
@@ -121,7 +122,7 @@ class _Schema(_ModelSchema):
     logical_devices_per_gpu: Positive
     gpu_memory_growth: bool
     cpu_replicas: Positive
-    cluster: Literal["auto", "slurm", "none"]
+    cluster: Literal[CLUSTERS]  # type: ignore[valid-type]
     freeze_check_tracks: Positive
     freeze_tolerance: Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
     compare_graphs: dict[str, str]
@@ -361,11 +362,16 @@ def _check_evaluation(cfg: dict[str, Any]) -> Problem:
         return ("target_efficiencies", "should be [] or 3 efficiencies [loose, tight, highPurity] "
                 "from high to low", "[0.99, 0.97, 0.93]")  # fmt: skip
     steps = {step_name(name) for name in ALGORITHMS if name != "algoSize"}
+    in_file = quality_cut_steps(DNN_ITERATIONS, cfg["iterations"])
     for setting in ("reference_cuts", "reference_cuts_trackdnn_CKF"):
         for step, cuts in cfg[setting].items():
             if step not in steps:
                 return (setting, f"names {step!r}, which is no CMSSW step name"
                         f"{_suggest(step_name(step), steps)}", "'InitialStep'")  # fmt: skip
+            if step not in in_file:
+                return (setting, f"names {step!r}, a step dnnQualityCuts.py does not hold "
+                        "(not the DNN's, not in iterations): leave it out",
+                        "'InitialStep'")  # fmt: skip
             if sorted(cuts) != list(cuts):
                 return (setting, f"{step}: cuts {cuts} should ascend (loose <= tight <= "
                         "highPurity)", "[-0.35, 0.1, 0.28]")  # fmt: skip

@@ -107,8 +107,9 @@ def stages_done(run_dir: Path) -> set[str]:
 
 
 def run_summary(run_dir: Path) -> dict[str, Any]:
-    """What the report says about how the run came about: its parent, whether its training was
-    resumed or stopped early (from its history)."""
+    """What the report says about how the run came about (from its history): its parent,
+    whether its training was resumed or stopped early, and the hyperparameter search its
+    settings came from (links to its outputs)."""
     events = history(run_dir)
     created = next((e for e in events if e["event"] == "created"), {})
     trained = [e for e in events if e["event"] == "stage done" and e["stage"] == "train"]

@@ -427,6 +427,7 @@ class Objective:
 
         from network.checkpointing import read_state
         from network.training import train_model
+        from tracks.weights import split_weights
 
         for entry in (read_state(folder) or {}).get("history", []):  # a continued training
             trial.report(entry["val_loss"], entry["epoch"])
@@ -437,6 +438,7 @@ class Objective:
             self.strategy,
             folder,
             callbacks=[KerasPruningCallback(trial, "val_loss")],
+            weights=split_weights(self.train_split, self.validation),  # as the final training
         )
         record(folder, "stage done", stage="train", epochs=result.epochs)
         record(folder, "finished", stages=["train"])

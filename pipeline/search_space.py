@@ -26,7 +26,9 @@ from typing import Any
 SEARCHABLE_SECTIONS = ("Model", "Training")
 # Training settings a trial does not draw: search_epochs sets its epochs; one seed and one
 # determinism setting keep trials comparable; the others change no result.
-FIXED = ("epochs", "seed", "deterministic", "checkpoint_every", "monitor_every", "monitor_samples")
+# Not searched: what a trial must not change, and the weights (computed once, with the data).
+FIXED = ("epochs", "seed", "deterministic", "checkpoint_every", "monitor_every", "monitor_samples",
+         "sample_weights", "track_weight")  # fmt: skip
 # What Optuna stores as a categorical choice as it is; other values (lists) go in as their repr.
 _PLAIN = (bool, int, float, str, type(None))
 

@@ -16,7 +16,7 @@ import numpy as np
 from synthetic.detector import bend
 from synthetic.hits import HitPattern
 from synthetic.kinematics import Kinematics
-from synthetic.truth import COMBINATORIAL, GHOST, TRUE, Truth
+from synthetic.truth import COMBINATORIAL, GHOST, TRUE, Truth, by_kind
 
 # Median chi2/ndof scale and its log-spread, by Truth.kind.
 CHI2_SCALE = {TRUE: (0.8, 0.15), COMBINATORIAL: (2.2, 0.6), GHOST: (2.5, 0.5)}
@@ -34,10 +34,6 @@ class Fit:
     eta_err: np.ndarray
     nchi2: np.ndarray
     nchi2_1d: np.ndarray
-
-
-def _by_kind(table: dict, kind: np.ndarray) -> np.ndarray:
-    return np.array([table[TRUE], table[COMBINATORIAL], table[GHOST]])[kind]
 
 
 def fit_quality(rng: np.random.Generator, truth: Truth, kin: Kinematics, hp: HitPattern) -> Fit:
@@ -62,7 +58,7 @@ def fit_quality(rng: np.random.Generator, truth: Truth, kin: Kinematics, hp: Hit
     phi_err = np.hypot(1e-4, 2.0e-3 / pt) * np.sqrt(pixel) * short * noise[3]
     lambda_err = np.hypot(2e-4, 1.8e-3 / (pt * np.sqrt(sin_theta))) * np.sqrt(pixel) * noise[4]
 
-    median, spread = _by_kind(CHI2_SCALE, truth.kind).T
+    median, spread = by_kind(CHI2_SCALE, truth.kind).T
     scale = median * np.exp(spread * rng.normal(0, 1, n))
     # Interacting true tracks (stopped) pick up wrong hits more often.
     tail = truth.is_true & (rng.random(n) < np.where(hp.stopped, 2, 1) * TRUE_CHI2_TAIL)

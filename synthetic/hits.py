@@ -22,7 +22,7 @@ import numpy as np
 from synthetic import detector as det
 from synthetic.kinematics import Kinematics, Origin
 from synthetic.tables import ITERATIONS, NAMES, column
-from synthetic.truth import COMBINATORIAL, GHOST, TRUE, Truth
+from synthetic.truth import COMBINATORIAL, GHOST, TRUE, Truth, by_kind
 
 # Per crossed strip layer: P(building stops there), P(hole), by Truth.kind.
 STOP_HAZARD = {TRUE: 0.012, COMBINATORIAL: 0.13, GHOST: 0.07}
@@ -49,10 +49,6 @@ class HitPattern:
     stopped: np.ndarray  # building stopped before the track left the tracker or curled up
     r_first: np.ndarray  # cm, transverse radius of the first and last hit
     r_last: np.ndarray
-
-
-def _by_kind(table: dict[int, float], kind: np.ndarray) -> np.ndarray:
-    return np.array([table[TRUE], table[COMBINATORIAL], table[GHOST]])[kind]
 
 
 def _pixel_layers(
@@ -95,11 +91,11 @@ def _strip_layers(
     # cannot reach that many layers never becomes a track.
     need = np.maximum(column("min_hits")[truth.it] - n_pixel_lay, 0)
     crossable = np.minimum(np.maximum(geometric_end - first, need), len(det.STRIP_RADII) - first)
-    hazard = _by_kind(STOP_HAZARD, kind) * np.where(kind == TRUE, 1 + 0.6 * abs_eta, 1.0)
+    hazard = by_kind(STOP_HAZARD, kind) * np.where(kind == TRUE, 1 + 0.6 * abs_eta, 1.0)
     hazard = np.where(truth.is_electron, hazard + 0.04, hazard)  # hard bremsstrahlung
     reached = np.minimum(rng.geometric(hazard) - 1, crossable)
     reached = np.maximum(reached, np.minimum(need, crossable))
-    holes = rng.binomial(np.maximum(reached - 1, 0), _by_kind(HOLE_PROBABILITY, kind))
+    holes = rng.binomial(np.maximum(reached - 1, 0), by_kind(HOLE_PROBABILITY, kind))
     holes = np.minimum(holes, np.maximum(reached - need, 0))  # still enough hits
     return first, reached, holes, crossable - reached
 

@@ -1,7 +1,7 @@
 """The branches of a trackingNtuple as CMSSW's TrackingNtuple module books them, and their types.
 
-The generator returns arrays of exactly these element types; the writers of make_ntuples.py
-write them in this order.
+The generator returns arrays of exactly these element types; the writers
+(synthetic/write_uproot.py, synthetic/write_root.py) write them in this order.
 """
 
 from __future__ import annotations

@@ -78,7 +78,7 @@ def single_inputs(table: TrackTable) -> dict[str, np.ndarray]:
     }
 
 
-def single_input_aucs(train: TrackTable, test: TrackTable, max_iter: int = 40) -> dict[str, float]:
+def single_input_aucs(train: TrackTable, test: TrackTable) -> dict[str, float]:
     """AUC on ``test`` of a boosted-tree classifier of each single input, trained on ``train``."""
     train_inputs, test_inputs = single_inputs(train), single_inputs(test)
     aucs = {}

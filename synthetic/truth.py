@@ -21,6 +21,13 @@ from synthetic.events import Events
 from synthetic.tables import ITERATION_CODES, ITERATIONS, NAMES, Process, column
 
 TRUE, COMBINATORIAL, GHOST = 0, 1, 2  # values of Truth.kind
+
+
+def by_kind(table: dict[int, float], kind: np.ndarray) -> np.ndarray:
+    """table[TRUE | COMBINATORIAL | GHOST] for each track's kind."""
+    return np.array([table[TRUE], table[COMBINATORIAL], table[GHOST]])[kind]
+
+
 MAX_FAKE_FRACTION = 0.85
 
 

@@ -166,6 +166,7 @@ def test_export_agrees_with_keras_and_gives_nan_where_cmssw_would(model, x, tmp_
     )
     keras_scores = model.predict({"x": check}, verbose=0)[:, 0]
     assert np.isnan(scores[0]) and np.isnan(keras_scores[0])
+    np.testing.assert_array_equal(np.isnan(scores), np.isnan(keras_scores))
     assert np.nanmax(np.abs(scores - keras_scores)) <= 1e-5
     assert np.nanmin(scores) >= 0.0 and np.nanmax(scores) <= 1.0
 

@@ -334,8 +334,10 @@ def test_network_filesystem_is_the_type_of_the_innermost_mount(tmp_path, monkeyp
 
     inner = tmp_path / "eos"
     (inner / "user").mkdir(parents=True)
+    (inner / "scratch").mkdir()
     mounts = [
         mount("/", "ext4"),
+        mount(inner / "scratch", "ext4"),  # a local disk mounted inside the network one
         mount(inner, "fuse.eosxd"),
         mount(tmp_path / "eos2", "nfs4"),
     ]
@@ -344,3 +346,4 @@ def test_network_filesystem_is_the_type_of_the_innermost_mount(tmp_path, monkeyp
     assert loader.columns.network_filesystem(str(inner))
     assert not loader.columns.network_filesystem(str(tmp_path))  # eos2 is not a parent of it
     assert not loader.columns.network_filesystem(str(tmp_path / "eos2x"))
+    assert not loader.columns.network_filesystem(str(inner / "scratch"))  # the innermost decides

@@ -136,7 +136,10 @@ def test_written_file_holds_every_step_in_cmsswss_form(block, tmp_path, read_cut
         step = step_name(iteration)
         if iteration not in PRESENT:  # no track: the release's cuts, flagged in the file
             assert new_cuts[step] == release[step]
-            assert f"{step:<22}" in text and "release cuts: no tracks in the test samples" in text
+            flagged = [line for line in text.splitlines() if line.lstrip().startswith(f"{step} ")]
+            assert any(
+                line.endswith("# release cuts: no tracks in the test samples") for line in flagged
+            ), step
             continue
         true_rows = labels & (algo == ALGORITHMS[iteration])
         for cut, ref_cut in zip(new_cuts[step], release[step], strict=True):

@@ -161,6 +161,7 @@ def test_bad_search_settings_are_refused_in_one_line(first, tmp_path):
         (["--search_space", "{'dropout': (0.3, 0.1)}"], "low should be < high"),
         (["--search_space", "{'dropot': [0.1]}"], "no setting (did you mean 'dropout'?)"),
         (["--search_space", "{'iterations': [['initialStep']]}"], "cannot be searched"),
+        (["--search_space", "{'track_weight': ['', 'trk_pt']}"], "cannot be searched"),
         (["--search_space", "{'dropout': []}"], "no choices"),
         (["--search_space", "{'dropout': (0.0, 1.5)}"], "high end 1.5, which should be < 1"),
         (["--search_space", "{'activation': ['relu', 'rellu']}"], "choice 'rellu', which should"),

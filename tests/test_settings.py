@@ -53,6 +53,7 @@ def refused(argv: list[str]) -> str:
         (["--cpu_replicas", "0"], "should be >= 1"),
         (["--gpus", "-2"], "should be >= -1"),
         (["--target_efficiencies", "[0.9, 0.95, 0.99]"], "from high to low"),
+        (["--reference_cuts", "{'MuonSeededStepInOut': [0, 0.1, 0.2]}"], "does not hold"),
         (["--run_name", "a/b"], "only letters, digits"),
         (["--label", "isTrue"], "should be one of"),
         (["--epoch", "2"], "unknown setting 'epoch'. Did you mean '--epochs'?"),

@@ -158,3 +158,11 @@ def training_weights(
                 raise ValueError(f"the weights of the iteration with algo {value} sum to 0")
             weights[rows] *= rows.sum() / total
     return weights.astype(np.float32)
+
+
+def split_weights(train: pd.DataFrame, validation: pd.DataFrame) -> np.ndarray | None:
+    """The weights train_model takes: the training then the validation tracks' WEIGHT column,
+    or None when the splits have none (no weights set)."""
+    if WEIGHT not in train:
+        return None
+    return np.concatenate([train[WEIGHT].to_numpy(), validation[WEIGHT].to_numpy()])
