@@ -33,28 +33,34 @@ class DeployReport:
 
     def lines(self) -> list[str]:
         """One summary line per file, written or checked again."""
+        names = {path.name for path in self.checked}
+
+        def again(path: Path) -> str:
+            return " [checked again]" if Path(path).name in names else ""
+
         out = []
         if self.freeze:
             f = self.freeze
             out.append(
                 f"frozen graph: {f.path} ({f.nodes} nodes; agrees with the Keras model within "
                 f"{f.max_abs_difference:.1e} on {f.checked_tracks} held-out tracks; {f.note})"
+                + again(f.path)
             )
         if self.onnx:
             o = self.onnx
             out.append(
                 f"ONNX: {o.path} (opset {o.opset}, IR {o.ir_version}; ONNX Runtime agrees with "
                 f"the Keras model within {o.max_abs_difference:.1e} on {o.checked_tracks} tracks)"
+                + again(o.path)
             )
         if self.lwtnn:
             w = self.lwtnn
             out.append(
                 f"lwtnn: {w.path} (lwtnn's forward pass agrees with the Keras model within "
                 f"{w.max_abs_difference:.1e} on {w.checked_tracks} held-out tracks; "
-                f"{w.non_finite_tracks} with a non-finite input give NaN in both)"
+                f"{w.non_finite_tracks} with a non-finite input give NaN in both)" + again(w.path)
             )
-        names = {path.name for path in self.checked}
-        return [f"{line} [checked again]" if _names(line) & names else line for line in out]
+        return out
 
 
 def export_model(
@@ -119,10 +125,6 @@ def write_run_model_card(
         auc_reason,
     )
     return write_model_card(card, Path(run_dir) / MODEL_CARD_FILE)
-
-
-def _names(line: str) -> set[str]:
-    return {Path(word.rstrip(":;,()")).name for word in line.split() if "/" in word}
 
 
 def existing_exports(run_dir: Path, deploy_target: str) -> DeployReport:

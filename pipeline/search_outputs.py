@@ -95,9 +95,13 @@ def _cell(value: Any) -> Any:
     return value if isinstance(value, bool | int | float | str) else repr(value)
 
 
-def write_trials_csv(study: Any, dimensions: dict[str, Dimension], folder: Path) -> Path:
+def write_trials_csv(
+    study: Any, dimensions: dict[str, Dimension], folder: Path, table: pd.DataFrame | None = None
+) -> Path:
+    """search/trials.csv of the study (table: its trials_table, when already made)."""
     path = Path(folder) / TRIALS_CSV
-    write_atomically(path, trials_table(study, dimensions).to_csv(index=False))
+    table = trials_table(study, dimensions) if table is None else table
+    write_atomically(path, table.to_csv(index=False))
     return path
 
 
@@ -167,7 +171,7 @@ def write_outputs(
         trials={str(k): int(v) for k, v in table["state"].value_counts().items()}
         if len(table)
         else {},
-        trials_csv=write_trials_csv(study, dimensions, folder),
+        trials_csv=write_trials_csv(study, dimensions, folder, table),
         plots=write_plots(study, folder),
         best_config=write_best_config(study, cfg, dimensions, folder / BEST_CONFIG, run_dir.name),
     )
